@@ -1,0 +1,87 @@
+# mailgate: every target installs what it needs on a fresh Debian 12 machine.
+# Re-running a target is a no-op when nothing changed (stamp files under .venv/).
+
+SHELL := /bin/bash
+PYTHON := /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+TYPECHECK_VENV := .venv-typecheck
+
+# Debian packages: pyOpenSSL/cryptography/cffi must be Debian's so they run on the system
+# libssl.so.3 (see README "Why Debian's pyOpenSSL").
+DEB_RUNTIME := python3 python3-venv python3-dev python3-openssl python3-cryptography \
+               python3-cffi libssl3 libssl-dev gcc openssl
+DEB_TEST := curl iproute2 procps
+DEB_STAMP := $(VENV)/.deb-stamp
+DEB_TEST_STAMP := $(VENV)/.deb-test-stamp
+PY_STAMP := $(VENV)/.py-stamp
+
+.PHONY: install test lint typecheck run clean wheel-check bench demo-cert
+
+install: $(PY_STAMP)
+
+# apt-get runs only when a package is missing, so a second `make install` is silent and quick.
+define deb_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null \
+	    | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+endef
+
+$(DEB_STAMP): Makefile
+	$(call deb_install,$(DEB_RUNTIME))
+	@mkdir -p $(VENV) && touch $@
+
+$(DEB_TEST_STAMP): Makefile $(DEB_STAMP)
+	$(call deb_install,$(DEB_TEST))
+	@touch $@
+
+$(PY_STAMP): $(DEB_STAMP) setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test: $(PY_STAMP) $(DEB_TEST_STAMP)
+	$(BIN)/pytest
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow the default (lenient) editable install, so it gets a strict one of its own.
+typecheck: $(DEB_STAMP)
+	@test -x $(TYPECHECK_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(TYPECHECK_VENV)
+	$(TYPECHECK_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	    -e '.[dev]' --config-settings editable_mode=strict
+	cd /tmp && $(CURDIR)/$(TYPECHECK_VENV)/bin/mypy --config-file $(CURDIR)/setup.cfg \
+	    -p mailgate.config -p mailgate.shm -p mailgate.worker -p mailgate.master
+
+# The wheel must hold every subpackage: build from a clean build/lib, install it alone, import.
+wheel-check: $(PY_STAMP)
+	rm -rf build/lib build/bdist.* dist
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	rm -rf /tmp/mailgate-wheel-venv
+	$(PYTHON) -m venv --system-site-packages /tmp/mailgate-wheel-venv
+	/tmp/mailgate-wheel-venv/bin/pip install -q dist/mailgate-*.whl
+	cd /tmp && /tmp/mailgate-wheel-venv/bin/python -c "import mailgate.config, mailgate.shm, \
+	    mailgate.worker, mailgate.worker.protocols, mailgate.master.cli"
+	cd /tmp && /tmp/mailgate-wheel-venv/bin/mailgate -v
+
+conf/demo/cert.pem: $(DEB_STAMP)
+	@mkdir -p conf/demo
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+	    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	    -keyout conf/demo/key.pem -out conf/demo/cert.pem 2>/dev/null
+	cp conf/demo/cert.pem conf/demo/ca.pem
+
+demo-cert: conf/demo/cert.pem
+
+run: $(PY_STAMP) conf/demo/cert.pem
+	$(BIN)/python -m mailgate.master.demo
+
+clean:
+	rm -rf $(VENV) $(TYPECHECK_VENV) build dist *.egg-info .pytest_cache .mypy_cache \
+	    .ruff_cache conf/demo
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The master process: command line, signals, workers, listeners, upgrade, daemon."""

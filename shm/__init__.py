@@ -1,0 +1,1 @@
+"""Shared memory: segments, locks, the TLS session ring and ticket keys. No sockets."""

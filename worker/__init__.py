@@ -1,0 +1,1 @@
+"""The worker process: event loop, TLS, protocol machines, auth_http, backends, relay."""

@@ -1,0 +1,1 @@
+"""Sans-IO protocol state machines: bytes in, replies and actions out."""
