@@ -32,6 +32,11 @@ _PROTOCOL_OFF_OPTIONS = {
 }
 
 
+# pyOpenSSL exports SSL_MODE_RELEASE_BUFFERS but not this one; a non-blocking writer retries
+# with a fresh slice of the same bytes, so OpenSSL must not insist on the same pointer.
+_MODE_ACCEPT_MOVING_WRITE_BUFFER = 0x2
+
+
 class TLSConfigError(Exception):
     """A TLS setting that cannot be applied; ``str()`` is the whole nginx-style message."""
 
@@ -48,6 +53,8 @@ def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
 def build_context(server: model.ServerConfig) -> SSL.Context:
     """Build the server's context: certificates and keys, protocols, ciphers, tickets."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    # Released buffers keep an idle TLS connection small (the memory-per-connection target).
+    ctx.set_mode(_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL.MODE_RELEASE_BUFFERS)
     passwords = _read_passwords(server.ssl_password_file)
     for cert_value, key_value in zip(
         server.ssl_certificate, server.ssl_certificate_key, strict=False

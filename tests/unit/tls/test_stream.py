@@ -1,0 +1,224 @@
+"""Stream: plain and TLS bytes through the worker loop, against real sockets and Python's ssl."""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from OpenSSL import SSL
+
+from mailgate.config import model
+from mailgate.worker import tls
+from mailgate.worker.loop import Loop
+from mailgate.worker.stream import Stream
+
+
+class Echo:
+    """Echoes what it reads; on b"STARTTLS\\r\\n" answers and upgrades, as a mail server does."""
+
+    def __init__(self, ctx: SSL.Context | None) -> None:
+        self.ctx = ctx
+        self.stream: Stream | None = None
+        self.events: list[str] = []
+
+    def data_received(self, data: bytes) -> None:
+        assert self.stream is not None
+        if data == b"STARTTLS\r\n" and self.ctx is not None:
+            self.stream.write(b"OK go ahead\r\n")
+            self.stream.start_tls(self.ctx)
+            return
+        self.stream.write(data)
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+        assert self.stream is not None
+        self.stream.close()
+
+    def connection_lost(self, reason: str) -> None:
+        self.events.append(f"lost: {reason}")
+
+    def tls_established(self) -> None:
+        self.events.append("tls")
+
+    def write_drained(self) -> None:
+        pass
+
+
+class Server:
+    """A loop in a thread that accepts connections into ``Echo`` streams."""
+
+    def __init__(self, make_handler: Callable[[], Echo], implicit_tls: bool) -> None:
+        self.loop = Loop()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.handlers: list[Echo] = []
+        self.make_handler = make_handler
+        self.implicit_tls = implicit_tls
+        self.loop.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _accept(self, _mask: int) -> None:
+        sock, _ = self.listener.accept()
+        handler = self.make_handler()
+        handler.stream = Stream(self.loop, sock, handler)
+        self.handlers.append(handler)
+        if self.implicit_tls:
+            assert handler.ctx is not None
+            handler.stream.start_tls(handler.ctx)
+
+    def _run(self) -> None:
+        while self.running:
+            self.loop.run_once(0.05)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.listener.close()
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ctx(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> SSL.Context:
+    folder: Path = tmp_path_factory.mktemp("pki")
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    server = model.ServerConfig(
+        source=model.Source("t", 1),
+        listens=(),
+        protocol=model.Protocol.IMAP,
+        ssl_certificate=(str(folder / "cert.pem"),),
+        ssl_certificate_key=(str(folder / "key.pem"),),
+    )
+    return tls.build_context(server)
+
+
+@pytest.fixture
+def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def serve(ctx: SSL.Context | None, implicit_tls: bool) -> Iterator[Server]:
+    server = Server(lambda: Echo(ctx), implicit_tls)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def plain_server() -> Iterator[Server]:
+    yield from serve(None, implicit_tls=False)
+
+
+@pytest.fixture
+def tls_server(ctx: SSL.Context) -> Iterator[Server]:
+    yield from serve(ctx, implicit_tls=True)
+
+
+@pytest.fixture
+def starttls_server(ctx: SSL.Context) -> Iterator[Server]:
+    yield from serve(ctx, implicit_tls=False)
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"EOF after {data!r}"
+        data += chunk
+    return data
+
+
+def test_plain_stream_echoes_bytes(plain_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", plain_server.port), timeout=5) as sock:
+        sock.sendall(b"hello\r\n")
+        assert read_exactly(sock, 7) == b"hello\r\n"
+
+
+def test_accepted_tcp_sockets_have_nodelay(plain_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", plain_server.port), timeout=5) as sock:
+        sock.sendall(b"x")
+        read_exactly(sock, 1)
+        stream = plain_server.handlers[0].stream
+        assert stream is not None
+        assert stream.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_implicit_tls_stream_echoes_bytes(tls_server: Server, client_ctx: ssl.SSLContext) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as raw,
+        client_ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(b"secret\r\n")
+        assert read_exactly(sock, 8) == b"secret\r\n"
+        assert sock.version() == "TLSv1.3"
+
+
+def test_many_records_arrive_whole_through_tls(
+    tls_server: Server, client_ctx: ssl.SSLContext
+) -> None:
+    # One thread only: an OpenSSL connection must not read and write from two threads at once.
+    chunk = bytes(range(256)) * 256  # 64 KiB: several records each way
+    with (
+        socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as raw,
+        client_ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        for _ in range(16):
+            sock.sendall(chunk)
+            assert read_exactly(sock, len(chunk)) == chunk
+
+
+def test_starttls_upgrades_the_same_connection(
+    starttls_server: Server, client_ctx: ssl.SSLContext
+) -> None:
+    with socket.create_connection(("127.0.0.1", starttls_server.port), timeout=5) as raw:
+        raw.sendall(b"STARTTLS\r\n")
+        assert read_exactly(raw, 13) == b"OK go ahead\r\n"
+        with client_ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"inside\r\n")
+            assert read_exactly(sock, 8) == b"inside\r\n"
+
+
+def test_failed_handshake_reports_the_reason(tls_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as sock:
+        sock.sendall(b"this is not a TLS client hello\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            sock.recv(100)  # an alert, EOF or a reset
+    for _ in range(100):
+        events = tls_server.handlers[0].events if tls_server.handlers else []
+        if events:
+            break
+        threading.Event().wait(0.02)
+    assert events and events[0].startswith("lost: SSL_do_handshake() failed (SSL: ")
+
+
+def test_tls_client_dropping_tcp_is_an_eof(tls_server: Server, client_ctx: ssl.SSLContext) -> None:
+    raw = socket.create_connection(("127.0.0.1", tls_server.port), timeout=5)
+    sock = client_ctx.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(b"x")
+    read_exactly(sock, 1)
+    sock.shutdown(socket.SHUT_RDWR)  # plain TCP FIN, no close_notify, as mail clients do
+    sock.close()
+    for _ in range(100):
+        if tls_server.handlers[0].events[1:]:
+            break
+        threading.Event().wait(0.02)
+    assert tls_server.handlers[0].events == ["tls", "eof"]

@@ -1,0 +1,241 @@
+"""A non-blocking byte stream on the worker's loop: plain TCP, or TLS through pyOpenSSL.
+
+The stream owns one socket and at most one ``SSL.Connection``. It reads whenever reading is
+enabled and hands every chunk to its handler; it queues writes and flushes them when the
+socket is writable. TLS operations may want the other direction than the one they serve (a
+read that must first write during a renegotiation, a handshake step), so interest in the
+selector is recomputed from the stream's state after every step rather than set by callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+from typing import Protocol
+
+from OpenSSL import SSL
+
+from mailgate.worker.loop import Loop
+
+READ_CHUNK = 16384
+
+
+class StreamHandler(Protocol):
+    """What a stream reports to its owner (a session, or one side of a relay)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived (already decrypted under TLS)."""
+
+    def eof_received(self) -> None:
+        """The peer finished sending (FIN, close_notify, or a TLS peer that just dropped)."""
+
+    def connection_lost(self, reason: str) -> None:
+        """The stream failed (reset, TLS error); it is already closed."""
+
+    def tls_established(self) -> None:
+        """The TLS handshake completed; application data may flow."""
+
+    def write_drained(self) -> None:
+        """The write buffer became empty (the hook for back-pressure)."""
+
+
+class Stream:
+    """One socket on the loop, with a write buffer and an optional TLS layer."""
+
+    def __init__(self, loop: Loop, sock: socket.socket, handler: StreamHandler) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.handler = handler
+        self.tls: SSL.Connection | None = None
+        self.closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._out = bytearray()
+        self._reading = True
+        self._handshaking = False
+        self._eof = False
+        self._tls_wants_write = False  # a TLS read or handshake is blocked on writability
+        self._tls_wants_read = False  # a TLS write is blocked on readability
+        self._mask = 0
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Without it the greeting after a handshake waits for the client's delayed ACK
+            # (about 40 ms), as it does behind nginx.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._update_interest()
+
+    @property
+    def write_buffer_size(self) -> int:
+        return len(self._out)
+
+    def start_tls(self, ctx: SSL.Context) -> None:
+        """Begin a server-side handshake; :meth:`StreamHandler.tls_established` follows."""
+        self.tls = SSL.Connection(ctx, self.sock)
+        self.tls.set_accept_state()
+        self._handshaking = True
+        self._handshake()
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` and try to send it now."""
+        if self.closed or not data:
+            return
+        self._out += data
+        if not self._handshaking:
+            self._flush()
+        self._update_interest()
+
+    def pause_reading(self) -> None:
+        self._reading = False
+        self._update_interest()
+
+    def resume_reading(self) -> None:
+        self._reading = True
+        self._update_interest()
+        # Records already decrypted inside OpenSSL never make the socket readable again.
+        if self.tls is not None and not self._handshaking and self.tls.pending():
+            self.loop.call_later(0, self._read)
+
+    def close(self) -> None:
+        """Close now, without blocking. A TLS session stays resumable (see below)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._mask:
+            self.loop.selector.unregister(self.sock)
+            self._mask = 0
+        if self.tls is not None:
+            with contextlib.suppress(SSL.Error):
+                self.tls.shutdown()  # one non-blocking attempt to send close_notify
+            # Freeing an SSL that was never shut down marks its session not resumable, and
+            # real mail clients mostly just drop the TCP connection.
+            self.tls.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        self.sock.close()
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _on_ready(self, mask: int) -> None:
+        if self._handshaking:
+            self._handshake()
+        else:
+            if mask & selectors.EVENT_WRITE or self._tls_wants_read:
+                self._flush()
+            if not self.closed and (mask & selectors.EVENT_READ or self._tls_wants_write):
+                self._read()
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        mask = 0
+        if self._handshaking:
+            mask = selectors.EVENT_WRITE if self._tls_wants_write else selectors.EVENT_READ
+        else:
+            if (self._reading and not self._eof) or self._tls_wants_read:
+                mask |= selectors.EVENT_READ
+            if self._out or self._tls_wants_write:
+                mask |= selectors.EVENT_WRITE
+        if mask == self._mask:
+            return
+        if not mask:
+            self.loop.selector.unregister(self.sock)
+        elif not self._mask:
+            self.loop.selector.register(self.sock, mask, self._on_ready)
+        else:
+            self.loop.selector.modify(self.sock, mask, self._on_ready)
+        self._mask = mask
+
+    # -- TLS handshake ---------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        assert self.tls is not None
+        try:
+            self.tls.do_handshake()
+        except SSL.WantReadError:
+            self._tls_wants_write = False
+        except SSL.WantWriteError:
+            self._tls_wants_write = True
+        except (SSL.Error, OSError) as err:
+            self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
+            return
+        else:
+            self._handshaking = False
+            self._tls_wants_write = False
+            self.handler.tls_established()
+            if not self.closed and self._out:
+                self._flush()
+        self._update_interest()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        self._tls_wants_write = False
+        while self._reading and not self.closed and not self._eof:
+            try:
+                data = self._recv()
+            except (BlockingIOError, SSL.WantReadError):
+                break
+            except SSL.WantWriteError:
+                self._tls_wants_write = True
+                break
+            except (SSL.ZeroReturnError, SSL.SysCallError) as err:
+                if isinstance(err, SSL.SysCallError) and err.args[0] not in (-1, 0):
+                    self._fail(f"SSL_read() failed ({_describe(err)})")
+                    return
+                data = b""  # close_notify, or a TLS peer that just closed TCP
+            except (SSL.Error, OSError) as err:
+                self._fail(f"recv() failed ({_describe(err)})")
+                return
+            if not data:
+                self._eof = True
+                self.handler.eof_received()
+                break
+            self.bytes_in += len(data)
+            self.handler.data_received(data)
+        self._update_interest()
+
+    def _recv(self) -> bytes:
+        if self.tls is not None:
+            return self.tls.recv(READ_CHUNK)
+        return self.sock.recv(READ_CHUNK)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._tls_wants_read = False
+        while self._out and not self.closed:
+            try:
+                sent = self._send(memoryview(self._out)[:READ_CHUNK])
+            except (BlockingIOError, SSL.WantWriteError):
+                break
+            except SSL.WantReadError:
+                self._tls_wants_read = True
+                break
+            except (SSL.Error, OSError) as err:
+                self._fail(f"send() failed ({_describe(err)})")
+                return
+            del self._out[:sent]
+            self.bytes_out += sent
+        if not self._out and not self.closed:
+            self.handler.write_drained()
+
+    def _send(self, chunk: memoryview) -> int:
+        if self.tls is not None:
+            return int(self.tls.send(chunk))
+        return self.sock.send(chunk)
+
+    def _fail(self, reason: str) -> None:
+        self.close()
+        self.handler.connection_lost(reason)
+
+
+def _describe(err: BaseException) -> str:
+    """An OpenSSL error queue or errno as one line, as nginx prints them."""
+    if isinstance(err, SSL.SysCallError) and len(err.args) == 2:
+        return f"{err.args[0]}: {err.args[1]}"
+    if isinstance(err, SSL.Error) and err.args and isinstance(err.args[0], list):
+        reasons = [reason for _lib, _func, reason in err.args[0] if reason]
+        return "SSL: " + ("; ".join(reasons) or "unknown error")
+    if isinstance(err, OSError) and err.errno is not None:
+        return f"{err.errno}: {err.strerror}"
+    return str(err) or type(err).__name__
