@@ -55,6 +55,7 @@ class Stream:
         self._reading = True
         self._handshaking = False
         self._eof = False
+        self._shutdown_after_flush = False
         self._tls_wants_write = False  # a TLS read or handshake is blocked on writability
         self._tls_wants_read = False  # a TLS write is blocked on readability
         self._mask = 0
@@ -84,6 +85,12 @@ class Stream:
         if not self._handshaking:
             self._flush()
         self._update_interest()
+
+    def shutdown_write(self) -> None:
+        """Half-close once everything queued is sent: FIN on plain TCP, close_notify on TLS."""
+        self._shutdown_after_flush = True
+        if not self._out:
+            self._shutdown_write_now()
 
     def pause_reading(self) -> None:
         self._reading = False
@@ -217,7 +224,21 @@ class Stream:
             del self._out[:sent]
             self.bytes_out += sent
         if not self._out and not self.closed:
+            if self._shutdown_after_flush:
+                self._shutdown_write_now()
             self.handler.write_drained()
+
+    def _shutdown_write_now(self) -> None:
+        self._shutdown_after_flush = False
+        if self.closed:
+            return
+        try:
+            if self.tls is not None:
+                self.tls.shutdown()
+            else:
+                self.sock.shutdown(socket.SHUT_WR)
+        except (SSL.Error, OSError):
+            pass  # the peer is gone already; the read side will report it
 
     def _send(self, chunk: memoryview) -> int:
         if self.tls is not None:
