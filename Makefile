@@ -56,6 +56,7 @@ typecheck: $(DEB_STAMP)
 	$(TYPECHECK_VENV)/bin/python -m pip install -q --disable-pip-version-check \
 	    -e '.[dev]' --config-settings editable_mode=strict
 	cd /tmp && $(CURDIR)/$(TYPECHECK_VENV)/bin/mypy --config-file $(CURDIR)/setup.cfg \
+	    --cache-dir $(CURDIR)/.mypy_cache \
 	    -p mailgate.config -p mailgate.shm -p mailgate.worker -p mailgate.master
 
 # The wheel must hold every subpackage: build from a clean build/lib, install it alone, import.

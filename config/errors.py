@@ -18,8 +18,9 @@ class ConfigError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        if self.path is None:
+        if self.path is None or self.line == 0:
             return self.message
-        if self.line == 0:
-            return self.message
+        if self.path == "command line":
+            # nginx names no line for the text of -g: "... in command line".
+            return f"{self.message} in command line"
         return f"{self.message} in {self.path}:{self.line}"

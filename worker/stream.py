@@ -203,7 +203,7 @@ class Stream:
 
     def _recv(self) -> bytes:
         if self.tls is not None:
-            return self.tls.recv(READ_CHUNK)
+            return bytes(self.tls.recv(READ_CHUNK))
         return self.sock.recv(READ_CHUNK)
 
     # -- writing ---------------------------------------------------------------------------

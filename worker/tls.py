@@ -137,7 +137,7 @@ def _use_key(ctx: SSL.Context, value: str, passwords: list[bytes | None]) -> Non
             f"PEM_read_bio_PrivateKey() failed ({last_error})"
         )
     try:
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
         ctx.check_privatekey()
     except SSL.Error as err:
         raise TLSConfigError(

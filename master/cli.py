@@ -1,0 +1,152 @@
+"""The ``mailgate`` command: nginx's command line in front of the master process.
+
+Every message goes to stderr prefixed ``mailgate: `` as nginx's go with ``nginx: ``;
+only ``-T`` writes to stdout (the configuration dump).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailgate.config import loader, model
+from mailgate.config.errors import ConfigError
+from mailgate.master import about, boot, options, pidfile, signals
+from mailgate.master.arbiter import ReloadError
+from mailgate.master.log import ErrorLog, Level, os_error
+from mailgate.worker import libssl, tls
+
+Generation = tuple[model.Config, dict[int, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where the configuration comes from: file, prefix and ``-g`` directives."""
+
+    conf: str
+    prefix: str
+    directives: str | None
+
+    @classmethod
+    def from_options(cls, opts: options.Options) -> Paths:
+        # -c is relative to the cwd (nginx: to the prefix); the prefix defaults to its folder.
+        conf = os.path.abspath(opts.conf_file or options.DEFAULT_CONF)
+        prefix = os.path.abspath(opts.prefix) if opts.prefix else os.path.dirname(conf)
+        return cls(conf, prefix, opts.directives)
+
+    def parse(self) -> model.Config:
+        return loader.load(self.conf, prefix=self.prefix, extra=self.directives)
+
+    def build(self) -> Generation:
+        """Parse, check the libssl, build TLS contexts; raises on the first error."""
+        config = self.parse()
+        libssl.check()
+        return config, dict(tls.build_contexts(config))
+
+
+_BUILD_ERRORS = (ConfigError, libssl.LibsslMismatch, tls.TLSConfigError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mailgate`` script; returns the exit status."""
+    try:
+        opts = options.parse(sys.argv[1:] if argv is None else argv)
+    except options.OptionError as err:
+        _say(str(err))
+        return 1
+    if opts.version:
+        _show_version(opts)
+        if not opts.test:
+            return 0
+    paths = Paths.from_options(opts)
+    early = ErrorLog([(opts.error_log, Level.NOTICE)] if opts.error_log else [])
+    if opts.signal:
+        return send_signal(paths, opts.signal, early)
+    if opts.test:
+        return test(paths, early, quiet=opts.quiet, dump=opts.dump)
+    generation = _build(paths, early)
+    if generation is None:
+        return 1
+    config, contexts = generation
+    return boot.start(
+        config,
+        contexts,
+        reload=lambda: _rebuild(paths),
+        early_log=opts.error_log or "stderr",
+    )
+
+
+def test(paths: Paths, log: ErrorLog, *, quiet: bool, dump: bool) -> int:
+    """``-t``/``-T``: check the configuration as a start would, print nginx's verdict."""
+    generation = _build(paths, log)
+    if generation is None:
+        _say(f"configuration file {paths.conf} test failed")
+        return 1
+    if not quiet:
+        _say(f"the configuration file {paths.conf} syntax is ok")
+        _say(f"configuration file {paths.conf} test is successful")
+    if dump:
+        for file in generation[0].files:
+            sys.stdout.write(f"# configuration file {file.path}:\n{file.text}\n")
+        sys.stdout.flush()
+    return 0
+
+
+def send_signal(paths: Paths, action: str, log: ErrorLog) -> int:
+    """``-s``: read the pid file the configuration names and signal that master."""
+    try:
+        config = paths.parse()
+    except ConfigError as err:
+        log.emerg(str(err))
+        return 1
+    if config.main.pid is None:
+        log.error('"pid off" is set, there is no pid file to read')
+        return 1
+    try:
+        pid = pidfile.read(config.main.pid)
+    except pidfile.PidFileError as err:
+        log.error(str(err))
+        return 1
+    signo = signals.ACTIONS[action]
+    try:
+        os.kill(pid, signo)
+    except OSError as err:
+        log.alert(f"kill({pid}, {int(signo)}) failed ({os_error(err)})")
+        return 1
+    return 0
+
+
+def _build(paths: Paths, log: ErrorLog) -> Generation | None:
+    try:
+        config, contexts = paths.build()
+    except _BUILD_ERRORS as err:
+        log.emerg(str(err))
+        return None
+    for warning in config.warnings:
+        log.warn(warning)
+    return config, contexts
+
+
+def _rebuild(paths: Paths) -> Generation:
+    # For HUP: the arbiter logs the error and keeps the running generation.
+    try:
+        return paths.build()
+    except _BUILD_ERRORS as err:
+        raise ReloadError(str(err)) from err
+
+
+def _show_version(opts: options.Options) -> None:
+    text = about.version_text()
+    if opts.help:
+        text += options.USAGE
+    if opts.build:
+        text += about.build_text()
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"mailgate: {message}\n")
+    sys.stderr.flush()

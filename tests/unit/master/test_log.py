@@ -1,0 +1,62 @@
+"""The error log: nginx's line format, thresholds, reopen."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from mailgate.config import model
+from mailgate.master.log import ErrorLog, Level, console_line, format_line
+
+
+def test_line_has_nginx_format() -> None:
+    line = format_line(0.0, Level.NOTICE, 1234, "start worker process 7")
+    assert re.fullmatch(
+        r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[notice\] 1234#0: start worker process 7\n", line
+    )
+
+
+def test_newlines_in_a_message_cannot_forge_a_line() -> None:
+    assert format_line(0.0, Level.ERROR, 1, "a\nb").count("\n") == 1
+
+
+def test_console_line_is_prefixed_like_nginx() -> None:
+    assert console_line(Level.EMERG, "boom") == "mailgate: [emerg] boom\n"
+
+
+def test_target_threshold_filters_levels(tmp_path: Path) -> None:
+    path = tmp_path / "error.log"
+    log = ErrorLog([(str(path), Level.WARN)])
+    log.console = False
+    log.notice("quiet")
+    log.error("loud")
+    assert "quiet" not in path.read_text()
+    assert f"[error] {os.getpid()}#0: loud" in path.read_text()
+
+
+def test_reopen_creates_a_rotated_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "error.log"
+    log = ErrorLog([(str(path), Level.INFO)])
+    log.console = False
+    path.rename(tmp_path / "error.log.1")
+    log.reopen()
+    log.info("after")
+    assert "after" in path.read_text()
+
+
+def test_startup_warnings_are_echoed_to_the_terminal(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    log = ErrorLog([(str(tmp_path / "e.log"), Level.INFO)])
+    log.warn("careful")
+    log.notice("fine")
+    assert capfd.readouterr().err == "mailgate: [warn] careful\n"
+
+
+def test_unsupported_targets_fall_back_to_stderr_with_a_warning() -> None:
+    log, notes = ErrorLog.from_config([model.LogTarget("syslog:server=127.0.0.1", "info")])
+    assert log.has_stderr
+    assert notes == ['error_log "syslog:" is not supported yet, logging to stderr']

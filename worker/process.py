@@ -1,0 +1,288 @@
+"""A worker process: accepts connections on every listener and hands each to a handler.
+
+``Worker.__init__`` runs in the master before ``fork()`` and only stores what it is given;
+``init_process()`` runs in the child and makes it a worker (signals, RNG, limits, user, title);
+``run()`` is the event loop. Signal handlers only queue the signal (the wakeup pipe ends the
+wait); the loop acts on them, as nginx's worker acts on its ``ngx_quit``/``ngx_terminate`` flags.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import grp
+import os
+import pwd
+import random
+import resource
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+import setproctitle
+
+from mailgate.config import model
+from mailgate.worker.loop import Loop
+
+BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
+ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest
+ACCEPT_PAUSE = 0.5  # seconds a listener rests after EMFILE/ENFILE (nginx: 500 ms)
+TITLE = "mailgate: worker process"
+TITLE_SHUTTING_DOWN = "mailgate: worker process is shutting down"
+
+# What a worker does on each signal, worded for the "signal N (SIGX) received, ..." notice.
+SIGNAL_ACTIONS: dict[signal.Signals, str] = {
+    signal.SIGQUIT: "shutting down",
+    signal.SIGTERM: "exiting",
+    signal.SIGINT: "exiting",
+    signal.SIGUSR1: "reopening logs",
+    signal.SIGHUP: "ignoring",
+    signal.SIGUSR2: "ignoring",
+    signal.SIGWINCH: "ignoring",
+}
+_INHERITED_SIGNALS = (*SIGNAL_ACTIONS, signal.SIGCHLD)
+_RETRY_ACCEPT = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Log(Protocol):
+    """The error log as a worker uses it (the master's ``ErrorLog`` fits)."""
+
+    def emerg(self, message: str) -> None: ...
+    def alert(self, message: str) -> None: ...
+    def crit(self, message: str) -> None: ...
+    def error(self, message: str) -> None: ...
+    def notice(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
+    def reopen(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """A bound, listening socket with the ``listen`` and ``server {}`` it belongs to."""
+
+    sock: socket.socket
+    listen: model.Listen
+    server: model.ServerConfig
+
+
+# Called once per accepted connection. A session that outlives the call registers its
+# sockets in ``loop.selector`` and calls ``loop.track(self)``; the default just closes.
+Handler = Callable[[socket.socket, model.Listen, model.ServerConfig, Loop], None]
+
+
+def close_at_once(
+    sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
+) -> None:
+    """The handler until the mail protocols arrive: the client reads EOF."""
+    sock.close()
+
+
+class WorkerBootError(Exception):
+    """The worker cannot become a worker (user, group); the master must not respawn it."""
+
+
+class Worker:
+    """One worker process of one configuration generation."""
+
+    def __init__(
+        self,
+        config: model.Config,
+        listeners: Sequence[Listening],
+        log: Log,
+        contexts: Mapping[int, object] | None = None,
+        handler: Handler = close_at_once,
+    ) -> None:
+        """Store what the worker needs; runs in the master, so it touches no process state."""
+        self.config = config
+        self.listeners = list(listeners)
+        self.log = log
+        self.contexts = dict(contexts or {})  # TLS context per index into config.servers
+        self.handler = handler
+        self.loop = Loop()
+        self.quitting = False
+        self.terminating = False
+        self._signals: collections.deque[int] = collections.deque()
+        self._wakeup_r = -1
+        self._last_connections_alert = 0.0
+
+    def init_process(self, single: bool = False) -> None:
+        """Turn the forked child into a worker: signals, RNG, rlimit, user, title.
+
+        ``single`` is ``master_process off``: the master itself runs the loop, keeps its
+        user and its title. Raises :class:`WorkerBootError` if the user cannot be set.
+        """
+        self._install_signals()
+        # The child shares the parent's RNG state; reseed so workers do not repeat each other.
+        random.seed()
+        self._set_rlimit_nofile()
+        if single:
+            return
+        self._drop_privileges()
+        setproctitle.setproctitle(TITLE)
+
+    def run(self) -> int:
+        """Accept until told to stop; returns the exit code (0)."""
+        self.loop.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
+        for listening in self.listeners:
+            self._watch(listening)
+        while True:
+            self._dispatch_signals()
+            if self._finished():
+                break
+            self.loop.run_once(max_wait=1.0)
+        self._close_listeners()
+        return 0
+
+    def shutdown(self) -> None:
+        """Graceful stop (QUIT): stop accepting, finish the open connections, then exit.
+
+        ``worker_shutdown_timeout`` bounds the wait; when it fires every connection is closed.
+        """
+        if self.quitting:
+            return
+        self.quitting = True
+        self.log.notice("gracefully shutting down")
+        setproctitle.setproctitle(TITLE_SHUTTING_DOWN)
+        self._close_listeners()
+        timeout = self.config.main.worker_shutdown_timeout
+        if timeout is not None:
+            self.loop.call_later(timeout, self._close_connections)
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        # Handlers inherited from the master would queue into the master's data structures.
+        for signo in _INHERITED_SIGNALS:
+            signal.signal(signo, signal.SIG_DFL)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_r = read_end
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for signo in SIGNAL_ACTIONS:
+            signal.signal(signo, self._queue_signal)
+
+    def _queue_signal(self, signo: int, frame: FrameType | None) -> None:
+        # Runs between bytecodes: record only, no logging, no I/O (style rule 1).
+        self._signals.append(signo)
+
+    def _drain_wakeup(self, mask: int) -> None:
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            return
+
+    def _dispatch_signals(self) -> None:
+        while self._signals:
+            signo = signal.Signals(self._signals.popleft())
+            doing = SIGNAL_ACTIONS[signo]
+            self.log.notice(f"signal {int(signo)} ({signo.name}) received, {doing}")
+            if signo == signal.SIGQUIT:
+                self.shutdown()
+            elif signo in (signal.SIGTERM, signal.SIGINT):
+                self.terminating = True
+            elif signo == signal.SIGUSR1:
+                self.log.reopen()
+
+    def _finished(self) -> bool:
+        return self.terminating or (self.quitting and not self.loop.connections)
+
+    # -- process setup -------------------------------------------------------------------
+
+    def _set_rlimit_nofile(self) -> None:
+        limit = self.config.main.worker_rlimit_nofile
+        if limit is None:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        except (OSError, ValueError) as err:
+            self.log.alert(f"setrlimit(RLIMIT_NOFILE, {limit}) failed ({err})")
+
+    def _drop_privileges(self) -> None:
+        # Only root can switch users; nginx silently keeps the user otherwise.
+        if self.config.main.user is None or os.geteuid() != 0:
+            return
+        user, group = self.config.main.user
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+            gid = grp.getgrnam(group or user).gr_gid
+        except KeyError as err:
+            raise WorkerBootError(f'getpwnam/getgrnam("{err.args[0]}") failed') from err
+        try:
+            os.setgid(gid)
+            os.initgroups(user, gid)
+            os.setuid(uid)
+        except OSError as err:
+            raise WorkerBootError(f'setuid/setgid to "{user}" failed ({err})') from err
+
+    # -- accepting -----------------------------------------------------------------------
+
+    def _watch(self, listening: Listening) -> None:
+        def ready(mask: int) -> None:
+            self._accept(listening)
+
+        self.loop.selector.register(listening.sock, selectors.EVENT_READ, ready)
+
+    def _accept(self, listening: Listening) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = listening.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in _RETRY_ACCEPT:
+                    continue
+                self._accept_failed(listening, err)
+                return
+            self._admit(sock, listening)
+
+    def _accept_failed(self, listening: Listening, err: OSError) -> None:
+        self.log.alert(f"accept4() failed ({err.errno}: {err.strerror})")
+        if err.errno in _OUT_OF_FDS:
+            # The backlog stays readable, so keep watching it and we would spin; rest instead.
+            self.loop.selector.unregister(listening.sock)
+            self.loop.call_later(ACCEPT_PAUSE, lambda: self._resume(listening))
+
+    def _resume(self, listening: Listening) -> None:
+        if not self.quitting:
+            self._watch(listening)
+
+    def _admit(self, sock: socket.socket, listening: Listening) -> None:
+        limit = self.config.main.worker_connections
+        if len(self.loop.connections) >= limit:
+            sock.close()
+            self._alert_connections(limit)
+            return
+        sock.setblocking(False)
+        try:
+            self.handler(sock, listening.listen, listening.server, self.loop)
+        except Exception as err:  # a broken session must not take the worker down
+            self.log.alert(f"connection handler failed: {err!r}")
+            sock.close()
+
+    def _alert_connections(self, limit: int) -> None:
+        now = time.monotonic()
+        if now - self._last_connections_alert >= 1.0:
+            self._last_connections_alert = now
+            self.log.alert(f"{limit} worker_connections are not enough")
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _close_listeners(self) -> None:
+        for listening in self.listeners:
+            # A listener resting after EMFILE is not registered.
+            with contextlib.suppress(KeyError, ValueError):
+                self.loop.selector.unregister(listening.sock)
+            listening.sock.close()
+        self.listeners.clear()
+
+    def _close_connections(self) -> None:
+        for conn in list(self.loop.connections):
+            conn.close()
+            self.loop.untrack(conn)
