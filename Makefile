@@ -11,12 +11,17 @@ TYPECHECK_VENV := .venv-typecheck
 # libssl.so.3 (see README "Why Debian's pyOpenSSL").
 DEB_RUNTIME := python3 python3-venv python3-dev python3-openssl python3-cryptography \
                python3-cffi libssl3 libssl-dev gcc openssl
-DEB_TEST := curl iproute2 procps
+# Real servers and clients the tests drive: Dovecot, Postfix, dnsmasq, and nginx with its mail
+# module as the reference implementation the wire tests also run against.
+DEB_DEMO := curl dovecot-imapd dovecot-pop3d postfix
+DEB_TEST := $(DEB_DEMO) iproute2 procps dnsmasq-base nginx-light libnginx-mod-mail
 DEB_STAMP := $(VENV)/.deb-stamp
 DEB_TEST_STAMP := $(VENV)/.deb-test-stamp
+DEB_DEMO_STAMP := $(VENV)/.deb-demo-stamp
+DEMO_DIR := /tmp/mailgate-demo
 PY_STAMP := $(VENV)/.py-stamp
 
-.PHONY: install test lint typecheck run clean wheel-check bench demo-cert
+.PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert
 
 install: $(PY_STAMP)
 
@@ -33,6 +38,10 @@ endef
 $(DEB_STAMP): Makefile
 	$(call deb_install,$(DEB_RUNTIME))
 	@mkdir -p $(VENV) && touch $@
+
+$(DEB_DEMO_STAMP): Makefile $(DEB_STAMP)
+	$(call deb_install,$(DEB_DEMO))
+	@touch $@
 
 $(DEB_TEST_STAMP): Makefile $(DEB_STAMP)
 	$(call deb_install,$(DEB_TEST))
@@ -70,7 +79,7 @@ wheel-check: $(PY_STAMP)
 	    mailgate.worker, mailgate.worker.protocols, mailgate.master.cli"
 	cd /tmp && /tmp/mailgate-wheel-venv/bin/mailgate -v
 
-conf/demo/cert.pem: $(DEB_STAMP)
+conf/demo/cert.pem: | $(DEB_STAMP)
 	@mkdir -p conf/demo
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
 	    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -79,8 +88,16 @@ conf/demo/cert.pem: $(DEB_STAMP)
 
 demo-cert: conf/demo/cert.pem
 
-run: $(PY_STAMP) conf/demo/cert.pem
-	$(BIN)/python -m mailgate.master.demo
+# The demo: Dovecot and Postfix on loopback behind mailgate on conf/quickstart.conf, in the
+# foreground; Ctrl-C stops mailgate and then the demo backends.
+run: $(PY_STAMP) $(DEB_DEMO_STAMP) conf/demo/cert.pem
+	@$(BIN)/python tests/servers/demo.py start $(DEMO_DIR) </dev/null
+	@sed 's|@CA@|$(CURDIR)/conf/demo/ca.pem|' conf/quickstart-try.txt
+	@trap '$(BIN)/python tests/servers/demo.py stop $(DEMO_DIR)' EXIT; \
+	    $(BIN)/mailgate -c conf/quickstart.conf
+
+demo-stop:
+	$(BIN)/python tests/servers/demo.py stop $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) $(TYPECHECK_VENV) build dist *.egg-info .pytest_cache .mypy_cache \

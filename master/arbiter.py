@@ -26,7 +26,6 @@ from mailgate.worker.process import (
     Listening,
     Worker,
     WorkerBootError,
-    close_at_once,
 )
 
 FAST_STOP_FIRST_DELAY = 0.05  # nginx re-sends TERM after 50 ms, doubling ...
@@ -68,7 +67,7 @@ class Arbiter:
         reload: Reloader,
         argv: list[str],
         daemonized: bool = False,
-        handler: Handler = close_at_once,
+        handler: Handler | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners

@@ -126,6 +126,9 @@ def _build(paths: Paths, log: ErrorLog) -> Generation | None:
         return None
     for warning in config.warnings:
         log.warn(warning)
+    for server in config.servers:
+        for note in tls.notes(server):
+            log.warn(note)
     return config, contexts
 
 

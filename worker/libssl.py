@@ -1,24 +1,125 @@
 """Direct calls into the system ``libssl.so.3``, beside pyOpenSSL.
 
 pyOpenSSL (through cryptography's bindings) lacks the server-side session-cache callbacks,
-the ticket-key callback and ``SSL_CONF_cmd``. We bind them here with cffi in ABI mode and apply
-them to pyOpenSSL's own ``SSL_CTX`` pointers. That is only sound when both bindings run on the
-one libssl loaded in the process; :func:`check` proves it before anything else uses TLS.
-Debian's ``python3-openssl``/``python3-cryptography`` link the system library; PyPI's
-cryptography wheel carries a private static OpenSSL and fails the check.
+the ticket-key callback, per-certificate chains, groups, ``SSL_CONF_cmd`` and more. We bind
+them here with cffi in ABI mode and apply them to pyOpenSSL's own ``SSL_CTX``/``SSL``
+pointers. That is only sound when both bindings run on the one libssl loaded in the
+process; :func:`check` proves it before anything else uses TLS. Debian's
+``python3-openssl``/``python3-cryptography`` link the system library; PyPI's cryptography
+wheel carries a private static OpenSSL and fails the check.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 LIBSSL_SONAME = "libssl.so.3"
 
+LIBCRYPTO_SONAME = "libcrypto.so.3"
+
+# Opaque types are declared as incomplete structs; only OSSL_PARAM is laid out (ABI-stable).
 _CDEF = """
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+typedef struct ssl_conf_ctx_st SSL_CONF_CTX;
+typedef struct x509_st X509;
+typedef struct X509_name_st X509_NAME;
+typedef struct x509_store_st X509_STORE;
+typedef struct x509_store_ctx_st X509_STORE_CTX;
+typedef struct x509_lookup_st X509_LOOKUP;
+typedef struct x509_lookup_method_st X509_LOOKUP_METHOD;
+typedef struct stack_st OPENSSL_STACK;
+typedef struct evp_pkey_st EVP_PKEY;
+typedef struct evp_md_st EVP_MD;
+typedef struct evp_cipher_st EVP_CIPHER;
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
+typedef struct engine_st ENGINE;
+typedef struct bio_st BIO;
+typedef struct bio_method_st BIO_METHOD;
+typedef struct ossl_param_st {
+    const char *key;
+    unsigned int data_type;
+    void *data;
+    size_t data_size;
+    size_t return_size;
+} OSSL_PARAM;
+
 const char *OpenSSL_version(int type);
 unsigned long OpenSSL_version_num(void);
+
+long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg);
+void SSL_CTX_set_verify(SSL_CTX *ctx, int mode, int (*cb)(int, X509_STORE_CTX *));
+int SSL_CTX_load_verify_locations(SSL_CTX *ctx, const char *file, const char *path);
+OPENSSL_STACK *SSL_load_client_CA_file(const char *file);
+void SSL_CTX_set_client_CA_list(SSL_CTX *ctx, OPENSSL_STACK *names);
+OPENSSL_STACK *SSL_CTX_get_client_CA_list(const SSL_CTX *ctx);
+X509_STORE *SSL_CTX_get_cert_store(const SSL_CTX *ctx);
+int SSL_CTX_set0_tmp_dh_pkey(SSL_CTX *ctx, EVP_PKEY *dhpkey);
+void SSL_CTX_set_alpn_select_cb(SSL_CTX *ctx,
+    int (*cb)(SSL *, const unsigned char **, unsigned char *, const unsigned char *,
+              unsigned int, void *),
+    void *arg);
+int SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *ctx,
+    int (*cb)(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+int SSL_CTX_remove_session(SSL_CTX *ctx, SSL_SESSION *session);
+
+SSL_CONF_CTX *SSL_CONF_CTX_new(void);
+unsigned int SSL_CONF_CTX_set_flags(SSL_CONF_CTX *cctx, unsigned int flags);
+void SSL_CONF_CTX_set_ssl_ctx(SSL_CONF_CTX *cctx, SSL_CTX *ctx);
+int SSL_CONF_cmd(SSL_CONF_CTX *cctx, const char *cmd, const char *value);
+int SSL_CONF_CTX_finish(SSL_CONF_CTX *cctx);
+void SSL_CONF_CTX_free(SSL_CONF_CTX *cctx);
+
+int SSL_version(const SSL *ssl);
+int SSL_session_reused(const SSL *ssl);
+SSL_CTX *SSL_get_SSL_CTX(const SSL *ssl);
+SSL_SESSION *SSL_get_session(const SSL *ssl);
+long SSL_get_verify_result(const SSL *ssl);
+void SSL_SESSION_get0_ticket(const SSL_SESSION *s, const unsigned char **tick, size_t *len);
+"""
+
+_CDEF_CRYPTO = """
+int OPENSSL_sk_num(const OPENSSL_STACK *sk);
+void *OPENSSL_sk_value(const OPENSSL_STACK *sk, int i);
+const EVP_MD *EVP_sha1(void);
+int X509_NAME_digest(const X509_NAME *name, const EVP_MD *type, unsigned char *md,
+                     unsigned int *len);
+int X509_NAME_print_ex(BIO *out, const X509_NAME *name, int indent, unsigned long flags);
+X509_NAME *X509_get_subject_name(const X509 *x);
+X509_NAME *X509_get_issuer_name(const X509 *x);
+const char *X509_verify_cert_error_string(long n);
+X509_LOOKUP *X509_STORE_add_lookup(X509_STORE *store, X509_LOOKUP_METHOD *m);
+X509_LOOKUP_METHOD *X509_LOOKUP_file(void);
+int X509_LOOKUP_ctrl(X509_LOOKUP *ctx, int cmd, const char *argc, long argl, char **ret);
+int X509_STORE_set_flags(X509_STORE *store, unsigned long flags);
+
+BIO *BIO_new(const BIO_METHOD *type);
+const BIO_METHOD *BIO_s_mem(void);
+BIO *BIO_new_file(const char *filename, const char *mode);
+int BIO_read(BIO *b, void *data, int dlen);
+long BIO_ctrl(BIO *bp, int cmd, long larg, void *parg);
+int BIO_free(BIO *a);
+EVP_PKEY *PEM_read_bio_Parameters(BIO *bp, EVP_PKEY **x);
+void EVP_PKEY_free(EVP_PKEY *pkey);
+
+const EVP_CIPHER *EVP_aes_128_cbc(void);
+const EVP_CIPHER *EVP_aes_256_cbc(void);
+int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl,
+                       const unsigned char *key, const unsigned char *iv);
+int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl,
+                       const unsigned char *key, const unsigned char *iv);
+int EVP_MAC_CTX_set_params(EVP_MAC_CTX *ctx, const OSSL_PARAM params[]);
+int RAND_bytes(unsigned char *buf, int num);
+
+unsigned long ERR_get_error_all(const char **file, int *line, const char **func,
+                                const char **data, int *flags);
+void ERR_error_string_n(unsigned long e, char *buf, size_t len);
+void ERR_clear_error(void);
 """
 
 INSTALL_HINT = (
@@ -46,14 +147,19 @@ class LibsslReport:
 
 
 @functools.cache
-def _binding() -> tuple[Any, Any]:
+def _libraries() -> tuple[Any, Any, Any]:
     import cffi  # Debian's python3-cffi; imported late so -v works without it
 
     ffi = cffi.FFI()
-    ffi.cdef(_CDEF)
+    ffi.cdef(_CDEF + _CDEF_CRYPTO)
     # dlopen of the soname returns the copy already mapped by cryptography's bindings,
     # when those were linked against it: that is exactly what check() relies on.
-    return ffi, ffi.dlopen(LIBSSL_SONAME)
+    return ffi, ffi.dlopen(LIBSSL_SONAME), ffi.dlopen(LIBCRYPTO_SONAME)
+
+
+def _binding() -> tuple[Any, Any]:
+    ffi, ssl, _ = _libraries()
+    return ffi, ssl
 
 
 def _inspect() -> LibsslReport:
@@ -102,3 +208,84 @@ def check() -> LibsslReport:
         f'"{found.system_version}": {found.problem}; mailgate needs both to be one library: '
         f"{INSTALL_HINT}"
     )
+
+
+# -- calls on pyOpenSSL's own objects ---------------------------------------------------------
+# pyOpenSSL's pointers belong to cryptography's cffi instance; ours to this one. A pointer
+# crosses between the two as an integer address, which is sound only on one library image,
+# so every accessor below runs check() first (cached after the first call).
+
+ERR_TXT_STRING = 0x02
+
+
+def native() -> tuple[Any, Any, Any]:
+    """``(ffi, libssl, libcrypto)`` after :func:`check` proved pyOpenSSL runs on them."""
+    check()
+    return _libraries()
+
+
+def _cast(ctype: str, their_pointer: Any) -> Any:
+    from OpenSSL._util import ffi as py_ffi
+
+    ffi = native()[0]
+    return ffi.cast(ctype, int(py_ffi.cast("uintptr_t", their_pointer)))
+
+
+def ctx_ptr(ctx: Any) -> Any:
+    """The ``SSL_CTX *`` of a pyOpenSSL ``SSL.Context``, typed for this binding."""
+    return _cast("SSL_CTX *", ctx._context)
+
+
+def ssl_ptr(conn: Any) -> Any:
+    """The ``SSL *`` of a pyOpenSSL ``SSL.Connection``."""
+    return _cast("SSL *", conn._ssl)
+
+
+def x509_ptr(cert: Any) -> Any:
+    """The ``X509 *`` of a pyOpenSSL ``crypto.X509``."""
+    return _cast("X509 *", cert._x509)
+
+
+def session_ptr(session: Any) -> Any:
+    """The ``SSL_SESSION *`` of a pyOpenSSL ``SSL.Session``."""
+    return _cast("SSL_SESSION *", session._session)
+
+
+def error_text() -> str:
+    """Drain OpenSSL's error queue into nginx's suffix: ``" (SSL: error:...:reason)"``.
+
+    Empty when the queue is empty, as nginx prints nothing then.
+    """
+    ffi, _, crypto = native()
+    data = ffi.new("const char **")
+    flags = ffi.new("int *")
+    buf = ffi.new("char[256]")
+    parts = []
+    while code := crypto.ERR_get_error_all(ffi.NULL, ffi.NULL, ffi.NULL, data, flags):
+        crypto.ERR_error_string_n(code, buf, len(buf))
+        text = ffi.string(buf).decode(errors="replace")
+        extra = ffi.string(data[0]).decode(errors="replace") if data[0] != ffi.NULL else ""
+        if extra and flags[0] & ERR_TXT_STRING:
+            text += ":" + extra
+        parts.append(" " + text)
+    return f" (SSL:{''.join(parts)})" if parts else ""
+
+
+def clear_errors() -> None:
+    """Forget stale errors before a call whose failure we are about to describe."""
+    native()[2].ERR_clear_error()
+
+
+def session_reused(conn: Any) -> bool:
+    """Whether the handshake on ``conn`` resumed a session (pyOpenSSL 23 lacks it)."""
+    return bool(native()[1].SSL_session_reused(ssl_ptr(conn)))
+
+
+# cffi callbacks and the buffers they read must outlive every connection of their context;
+# OpenSSL holds only raw pointers. A weak key lets them go with the context itself.
+_KEEP_ALIVE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def keep_alive(ctx: Any, *objects: Any) -> None:
+    """Keep ``objects`` (cffi callbacks, buffers) alive as long as ``ctx`` is."""
+    _KEEP_ALIVE.setdefault(ctx, []).extend(objects)

@@ -29,6 +29,7 @@ import setproctitle
 
 from mailgate.config import model
 from mailgate.worker.loop import Loop
+from mailgate.worker.session import SessionFactory
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
 ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest
@@ -80,7 +81,7 @@ Handler = Callable[[socket.socket, model.Listen, model.ServerConfig, Loop], None
 def close_at_once(
     sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
 ) -> None:
-    """The handler until the mail protocols arrive: the client reads EOF."""
+    """A handler that refuses every connection: the client reads EOF."""
     sock.close()
 
 
@@ -97,14 +98,15 @@ class Worker:
         listeners: Sequence[Listening],
         log: Log,
         contexts: Mapping[int, object] | None = None,
-        handler: Handler = close_at_once,
+        handler: Handler | None = None,
     ) -> None:
         """Store what the worker needs; runs in the master, so it touches no process state."""
         self.config = config
         self.listeners = list(listeners)
         self.log = log
         self.contexts = dict(contexts or {})  # TLS context per index into config.servers
-        self.handler = handler
+        # The mail session is the handler; tests of the process alone may pass another.
+        self.handler = handler or SessionFactory(config, log, self.contexts)
         self.loop = Loop()
         self.quitting = False
         self.terminating = False

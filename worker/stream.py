@@ -56,6 +56,8 @@ class Stream:
         self._handshaking = False
         self._eof = False
         self._shutdown_after_flush = False
+        self._tls_after_flush: SSL.Context | None = None
+        self._close_after_flush = False
         self._tls_wants_write = False  # a TLS read or handshake is blocked on writability
         self._tls_wants_read = False  # a TLS write is blocked on readability
         self._mask = 0
@@ -71,7 +73,12 @@ class Stream:
         return len(self._out)
 
     def start_tls(self, ctx: SSL.Context) -> None:
-        """Begin a server-side handshake; :meth:`StreamHandler.tls_established` follows."""
+        """Begin a server-side handshake once queued plaintext (a STARTTLS reply) is sent;
+        :meth:`StreamHandler.tls_established` follows."""
+        if self._out:
+            self._tls_after_flush = ctx
+            self._update_interest()
+            return
         self.tls = SSL.Connection(ctx, self.sock)
         self.tls.set_accept_state()
         self._handshaking = True
@@ -84,6 +91,15 @@ class Stream:
         self._out += data
         if not self._handshaking:
             self._flush()
+        self._update_interest()
+
+    def close_after_flush(self) -> None:
+        """Close once everything queued is sent (a final error line, a BYE)."""
+        self._reading = False
+        if not self._out:
+            self.close()
+            return
+        self._close_after_flush = True
         self._update_interest()
 
     def shutdown_write(self) -> None:
@@ -138,7 +154,8 @@ class Stream:
         if self._handshaking:
             mask = selectors.EVENT_WRITE if self._tls_wants_write else selectors.EVENT_READ
         else:
-            if (self._reading and not self._eof) or self._tls_wants_read:
+            reading = self._reading and not self._eof and self._tls_after_flush is None
+            if reading or self._tls_wants_read:
                 mask |= selectors.EVENT_READ
             if self._out or self._tls_wants_write:
                 mask |= selectors.EVENT_WRITE
@@ -224,6 +241,13 @@ class Stream:
             del self._out[:sent]
             self.bytes_out += sent
         if not self._out and not self.closed:
+            if self._close_after_flush:
+                self.close()
+                return
+            if self._tls_after_flush is not None:
+                ctx, self._tls_after_flush = self._tls_after_flush, None
+                self.start_tls(ctx)
+                return
             if self._shutdown_after_flush:
                 self._shutdown_write_now()
             self.handler.write_drained()

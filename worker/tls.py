@@ -10,14 +10,17 @@ error names the file and the reason in one line, whether the value is a path or 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
 
 from mailgate.config import model
+from mailgate.worker import libssl, ticket_keys, tls_params, tls_verify
+from mailgate.worker.tls_errors import TLSConfigError
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -37,8 +40,12 @@ _PROTOCOL_OFF_OPTIONS = {
 _MODE_ACCEPT_MOVING_WRITE_BUFFER = 0x2
 
 
-class TLSConfigError(Exception):
-    """A TLS setting that cannot be applied; ``str()`` is the whole nginx-style message."""
+# ngx_mail_ssl_sess_id_ctx: the string that starts every mail session ID context.
+SESSION_ID_CONTEXT_PREFIX = b"MAIL"
+SSL_CTRL_SET_SESS_CACHE_SIZE = 42
+SSL_CTRL_CHAIN_CERT = 89  # SSL_CTX_add1_chain_cert(): larg 1 = take a reference (88 is set0_chain)
+
+__all__ = ["TLSConfigError", "build_context", "build_contexts", "notes"]
 
 
 def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
@@ -51,19 +58,105 @@ def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
 
 
 def build_context(server: model.ServerConfig) -> SSL.Context:
-    """Build the server's context: certificates and keys, protocols, ciphers, tickets."""
+    """Build the server's context, in the order of ``ngx_mail_ssl_merge_conf``.
+
+    Call :func:`notes` for the warnings to log about settings that run as a fallback.
+    """
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     # Released buffers keep an idle TLS connection small (the memory-per-connection target).
     ctx.set_mode(_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL.MODE_RELEASE_BUFFERS)
+    _apply_protocols(ctx, server.ssl_protocols)
+    tls_params.apply_alpn(ctx, server.protocol)
+    _apply_ciphers(ctx, server)
+    leaves = _apply_certificates(ctx, server)
+    _apply_certificate_compression(server)
+    tls_verify.apply_verification(ctx, server)
+    tls_params.apply_dhparam(ctx, server.ssl_dhparam)
+    tls_params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
+    _apply_session_cache(ctx, server, leaves)
+    if not server.ssl_session_tickets:
+        ctx.set_options(SSL.OP_NO_TICKET)
+    ticket_keys.install(ctx, ticket_keys.load_keys(server.ssl_session_ticket_key))
+    tls_params.apply_conf_commands(ctx, server.ssl_conf_command)
+    return ctx
+
+
+def notes(server: model.ServerConfig) -> tuple[str, ...]:
+    """Warnings for the log about settings that :func:`build_context` runs as a fallback."""
+    cache = server.ssl_session_cache
+    if cache.shared_name is None or cache.off:
+        return ()
+    return (
+        f'ssl_session_cache "shared:{cache.shared_name}" is not implemented yet; '
+        f"each worker keeps a builtin cache of {_builtin_size(cache)} sessions instead "
+        f"in {server.source}",
+    )
+
+
+def _apply_certificates(ctx: SSL.Context, server: model.ServerConfig) -> list[x509.Certificate]:
+    """Every certificate/key pair; returns the leaf certificates, in order."""
     passwords = _read_passwords(server.ssl_password_file)
+    leaves = []
     for cert_value, key_value in zip(
         server.ssl_certificate, server.ssl_certificate_key, strict=False
     ):
-        _use_certificate(ctx, cert_value)
+        leaves.append(_use_certificate(ctx, cert_value))
         _use_key(ctx, key_value, passwords)
-    _apply_protocols(ctx, server.ssl_protocols)
-    _apply_ciphers(ctx, server)
-    return ctx
+    return leaves
+
+
+def _apply_certificate_compression(server: model.ServerConfig) -> None:
+    # RFC 8879 needs OpenSSL >= 3.2; Debian 12's 3.0 has none, so "on" cannot be honoured.
+    if server.ssl_certificate_compression:
+        raise TLSConfigError(
+            '"ssl_certificate_compression on" needs OpenSSL 3.2 or later; the system '
+            f'OpenSSL is "{libssl.report().system_version}" in {server.source}'
+        )
+
+
+def _builtin_size(cache: model.SessionCache) -> int:
+    return cache.builtin_size if cache.builtin else model.SessionCache().builtin_size
+
+
+def _apply_session_cache(
+    ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
+) -> None:
+    """``ngx_ssl_session_cache``: timeout, session ID context, then the cache mode."""
+    ctx.set_timeout(int(server.ssl_session_timeout))
+    ctx.set_session_id(_session_id_context(ctx, leaves))
+    cache = server.ssl_session_cache
+    if cache.off:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        return
+    if not cache.builtin and cache.shared_name is None:
+        # "none": promise resumption but store nothing; Outlook Express needs the promise.
+        ctx.set_session_cache_mode(
+            SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_AUTO_CLEAR | SSL.SESS_CACHE_NO_INTERNAL_STORE
+        )
+        _set_cache_size(ctx, 1)
+        return
+    # builtin, or shared (which falls back to builtin until the shared zone exists; see notes)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    _set_cache_size(ctx, _builtin_size(cache))
+
+
+def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
+    ffi, ssl_lib, _ = libssl.native()  # SSL_CTX_sess_set_cache_size() is a macro over this
+    ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
+
+
+def _session_id_context(ctx: SSL.Context, leaves: list[x509.Certificate]) -> bytes:
+    """SHA-1 over "MAIL", each certificate's SHA-1 and each client CA name's SHA-1.
+
+    A session or ticket made under one server block then never resumes under another with
+    other certificates or client CAs, even when they share ticket keys (CVE-2025-23419).
+    """
+    digest = hashlib.sha1(SESSION_ID_CONTEXT_PREFIX)
+    for leaf in leaves:
+        digest.update(leaf.fingerprint(hashes.SHA1()))
+    for name_digest in tls_verify.client_ca_name_digests(ctx):
+        digest.update(name_digest)
+    return digest.digest()
 
 
 def _display(value: str) -> str:
@@ -103,7 +196,7 @@ def _pem_certificates(data: bytes) -> Iterator[x509.Certificate]:
         yield x509.load_pem_x509_certificate(block.group(0))
 
 
-def _use_certificate(ctx: SSL.Context, value: str) -> None:
+def _use_certificate(ctx: SSL.Context, value: str) -> x509.Certificate:
     data = _read_value(value, "certificate", "BIO_new_file()")
     try:
         leaf, *chain = _pem_certificates(data)
@@ -113,8 +206,19 @@ def _use_certificate(ctx: SSL.Context, value: str) -> None:
             f"PEM_read_bio_X509_AUX() failed (SSL: {err or 'no start line'})"
         ) from err
     ctx.use_certificate(crypto.X509.from_cryptography(leaf))
+    # Each chain belongs to the certificate just set (RSA and ECDSA chains differ);
+    # add_extra_chain_cert would send one shared chain with whichever leaf is chosen.
+    ssl_lib = libssl.native()[1]
     for extra in chain:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        cert = crypto.X509.from_cryptography(extra)  # keeps the X509 alive across the call
+        if (
+            ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_CHAIN_CERT, 1, libssl.x509_ptr(cert))
+            != 1
+        ):
+            raise TLSConfigError(
+                f'SSL_CTX_add1_chain_cert("{_display(value)}") failed{libssl.error_text()}'
+            )
+    return leaf
 
 
 def _use_key(ctx: SSL.Context, value: str, passwords: list[bytes | None]) -> None:
@@ -162,5 +266,3 @@ def _apply_ciphers(ctx: SSL.Context, server: model.ServerConfig) -> None:
         ) from err
     if server.ssl_prefer_server_ciphers:
         ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
-    if not server.ssl_session_tickets:
-        ctx.set_options(SSL.OP_NO_TICKET)

@@ -50,6 +50,9 @@ def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+IMAP_GREETING = b"* OK IMAP4 ready\r\n"
+
+
 def connect_and_read(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         return sock.recv(100)
@@ -66,9 +69,9 @@ def test_master_runs_worker_processes_with_nginx_titles(mailgate: type[Master]) 
     assert [cmdline(pid) for pid in master.wait_workers(3)] == ["mailgate: worker process"] * 3
 
 
-def test_worker_closes_an_accepted_connection(mailgate: type[Master]) -> None:
+def test_worker_greets_an_accepted_connection(mailgate: type[Master]) -> None:
     master = mailgate()
-    assert connect_and_read(master.port) == b""
+    assert connect_and_read(master.port) == IMAP_GREETING
 
 
 def test_listener_has_its_listen_parameters(mailgate: type[Master]) -> None:
@@ -97,7 +100,7 @@ def test_multipath_listener_accepts(mailgate: type[Master]) -> None:
     with sock:
         supported = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == 262
     assert supported or "multipath is not supported on this platform" in master.log()
-    assert connect_and_read(master.port) == b""
+    assert connect_and_read(master.port) == IMAP_GREETING
 
 
 def test_unix_listener_replaces_a_stale_socket_file(mailgate: type[Master], tmp_path: Path) -> None:
@@ -109,7 +112,7 @@ def test_unix_listener_replaces_a_stale_socket_file(mailgate: type[Master], tmp_
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(5)
         client.connect(str(path))
-        assert client.recv(100) == b""
+        assert client.recv(100) == IMAP_GREETING
     master.signal(signal.SIGQUIT)
     assert master.wait() == 0
     assert not path.exists()
@@ -151,7 +154,7 @@ def test_hup_replaces_every_worker(mailgate: type[Master]) -> None:
     master.signal(signal.SIGHUP)
     assert wait_until(lambda: len(master.workers()) == 2 and not old & set(master.workers()))
     assert "signal 1 (SIGHUP) received, reconfiguring" in master.log()
-    assert connect_and_read(master.port) == b""
+    assert connect_and_read(master.port) == IMAP_GREETING
 
 
 def test_hup_with_a_broken_config_keeps_the_old_workers(mailgate: type[Master]) -> None:
@@ -196,7 +199,7 @@ def test_bind_failure_is_reported_like_nginx(mailgate: type[Master]) -> None:
 def test_master_process_off_serves_from_the_master(mailgate: type[Master]) -> None:
     master = mailgate(main="master_process off;", workers=1, expect=0)
     assert children(master.pid) == []
-    assert connect_and_read(master.port) == b""
+    assert connect_and_read(master.port) == IMAP_GREETING
     master.signal(signal.SIGQUIT)
     assert master.wait() == 0
 

@@ -1,0 +1,492 @@
+"""The SMTP client-name lookup of nginx's ``resolver`` directive, on the worker's loop.
+
+nginx (``ngx_mail_smtp_handler.c``) resolves an SMTP client before the greeting: the PTR
+name of the client address, then the A/AAAA records of that name, which must contain the client
+address ("forward-confirmed"). The outcome is the ``Client-Host`` header to auth_http and the
+XCLIENT ``NAME=`` to the backend::
+
+    resolver off                                  -> [UNAVAILABLE]             (no lookup)
+    client on a unix socket                       -> [TEMPUNAVAIL]             (no lookup)
+    PTR: NXDOMAIN (or no PTR record)              -> [UNAVAILABLE]  + log (1)
+    PTR: timeout, SERVFAIL, REFUSED, FORMERR...   -> [TEMPUNAVAIL]  + log (1)
+    PTR name outside [A-Za-z0-9.-]                -> [TEMPUNAVAIL]  + log (2)  nginx 1.29.7,
+                                                                               CVE-2026-28753
+    A/AAAA: NXDOMAIN (or no address at all)       -> [UNAVAILABLE]  + log (3)
+    A/AAAA: timeout, SERVFAIL...                  -> [TEMPUNAVAIL]  + log (3)
+    A/AAAA answered without the client address    -> [UNAVAILABLE]             (no log)
+    A/AAAA contain the client address             -> the PTR name
+
+    (1) "<client address> could not be resolved (<code>: <text>)"
+        (``ngx_mail_smtp_resolve_addr_handler``)
+    (2) "<client address> resolved to invalid host name"
+    (3) "\\"<name>\\" could not be resolved (<code>: <text>)"
+        (``ngx_mail_smtp_resolve_name_handler``)
+
+All three log lines are at nginx's error level. ``<code>: <text>`` are nginx's resolver states
+and ``ngx_resolver_strerror`` texts: the DNS rcode (1 Format error, 2 Server failure, 3 Host not
+found, 4 Unimplemented, 5 Operation refused) or 110 Operation timed out.
+
+How the lookups run, as nginx's ``ngx_resolver.c`` does unless noted:
+
+* UDP to the configured servers; each query starts at the next server (round-robin) and is
+  re-sent to the following one when no reply came within the resend interval (nginx: 5 s; here
+  at most ``resolver_timeout / (servers + 1)`` so that every server gets a try). A server that
+  refuses at once (ICMP port unreachable) is skipped without waiting. Replies that come late on
+  an earlier attempt's socket still count.
+* The PTR lookup and the forward lookup each get ``resolver_timeout`` (nginx gives each its own
+  resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow; an error on
+  either is the result, NODATA on both is "Host not found" (3). Unlike nginx, the first error
+  ends the lookup without waiting for the other family's reply.
+* CNAMEs are followed, within the answer or by asking again (at most ``MAX_CNAME_HOPS``).
+* No TCP fallback: queries offer an EDNS0 buffer of 1232 bytes, which any PTR or A/AAAA answer
+  fits in; a truncated reply without the records counts as "Server failure" (2).
+* Positive answers are cached per worker for their smallest TTL, or ``valid=`` when set; errors
+  are not cached (nginx frees a failed node too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import selectors
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import count
+
+import dns.name
+
+from mailgate.config.model import ServerConfig
+from mailgate.worker import dns_wire
+from mailgate.worker.dns_wire import Answer, Query, RdataType
+from mailgate.worker.loop import Loop, Timer
+
+UNAVAILABLE = "[UNAVAILABLE]"
+TEMPUNAVAIL = "[TEMPUNAVAIL]"
+
+TIMEDOUT = 110  # NGX_RESOLVE_TIMEDOUT is NGX_ETIMEDOUT, errno ETIMEDOUT on Linux
+RESEND_INTERVAL = 5.0  # nginx's r->resend_timeout
+MAX_CNAME_HOPS = 8
+CACHE_SIZE = 4096
+_RECV_SIZE = 65535
+
+_ERRORS = {
+    1: "Format error",
+    2: "Server failure",
+    3: "Host not found",
+    4: "Unimplemented",
+    5: "Operation refused",
+    TIMEDOUT: "Operation timed out",
+}
+
+Cancel = Callable[[], None]
+OnDone = Callable[[str, str | None], None]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+StepDone = Callable[[Answer], None]
+
+
+def strerror(code: int) -> str:
+    """``ngx_resolver_strerror``."""
+    return _ERRORS.get(code, "Unknown error")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A DNS server as ``ServerConfig.resolver`` names it: ``127.0.0.1:53``, ``[::1]:53``."""
+
+    family: socket.AddressFamily
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Server:
+        host, port = text, 53
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if rest:
+                port = int(rest.removeprefix(":"))
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+            port = int(port_text)
+        address = ipaddress.ip_address(host)
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        return cls(family, str(address), port)
+
+
+class _Cache:
+    """Positive answers by key until they expire; the oldest go first when it is full."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+
+    def get(self, key: tuple[str, str]) -> tuple[str, ...] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str], values: tuple[str, ...], ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._entries.pop(key, None)
+        if len(self._entries) >= self._size:
+            self._evict()
+        self._entries[key] = (time.monotonic() + ttl, values)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            del self._entries[key]
+        while len(self._entries) >= self._size:
+            del self._entries[next(iter(self._entries))]
+
+
+class Resolver:
+    """One per worker and resolver configuration: servers, the answer cache, round-robin."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        servers: Sequence[str],
+        *,
+        timeout: float = 30.0,
+        valid: float | None = None,
+        ipv4: bool = True,
+        ipv6: bool = True,
+    ) -> None:
+        self.loop = loop
+        self.servers = tuple(Server.parse(text) for text in servers)
+        self.timeout = timeout
+        self.valid = valid
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.cache = _Cache()
+        self._rotation = count()
+
+    @classmethod
+    def from_config(cls, loop: Loop, config: ServerConfig) -> Resolver:
+        return cls(
+            loop,
+            config.resolver,
+            timeout=config.resolver_timeout,
+            valid=config.resolver_valid,
+            ipv4=config.resolver_ipv4,
+            ipv6=config.resolver_ipv6,
+        )
+
+    def client_host(self, address: str, on_done: OnDone, timeout: float | None = None) -> Cancel:
+        """Look up ``address`` (an IP, or ``unix:...``) and call ``on_done(host, log_line)``.
+
+        ``host`` is the Client-Host / XCLIENT NAME value; ``log_line`` is None or a message for
+        the error log. ``on_done`` is always called later from the loop, never from inside this
+        call, even for a cached answer, so the caller can store the returned ``Cancel`` first.
+        After ``Cancel()`` (the client went away) ``on_done`` is not called and no socket or
+        timer of this lookup stays on the loop.
+        """
+        job = _ClientHost(self, address, on_done, self.timeout if timeout is None else timeout)
+        return job.cancel
+
+    def cache_ttl(self, ttl: int) -> float:
+        """``valid=`` overrides the records' TTL, as nginx's ``r->valid``."""
+        return self.valid if self.valid is not None else ttl
+
+    def next_server(self) -> int:
+        return next(self._rotation) % len(self.servers)
+
+
+class _ClientHost:
+    """PTR, then forward confirmation: one client's walk through the table above."""
+
+    def __init__(self, resolver: Resolver, address: str, on_done: OnDone, timeout: float) -> None:
+        self._resolver = resolver
+        self._address = address
+        # A unix-socket client has no address to look up; anything else must be an IP.
+        self._client = None if address.startswith("unix:") else _client_ip(address)
+        self._on_done: OnDone | None = on_done
+        self._timeout = timeout
+        self._step: _Step | None = None
+        self._name = ""
+        # Even the answers known at once go through the loop (see client_host).
+        self._timer: Timer | None = resolver.loop.call_later(0, self._begin)
+
+    def cancel(self) -> None:
+        self._on_done = None
+        self._stop()
+
+    def _begin(self) -> None:
+        self._timer = None
+        if not self._resolver.servers:
+            self._finish(UNAVAILABLE)
+            return
+        client = self._client
+        if client is None:
+            self._finish(TEMPUNAVAIL)
+            return
+        key = ("PTR", str(client))
+        cached = self._resolver.cache.get(key)
+        if cached is not None:
+            self._on_ptr(Answer(0, cached), key=None)
+            return
+        questions = [(dns_wire.reverse_name(client), dns_wire.PTR)]
+        self._run(questions, lambda answer: self._on_ptr(answer, key))
+
+    def _on_ptr(self, answer: Answer, key: tuple[str, str] | None) -> None:
+        if answer.rcode:
+            reason = f"{self._address} could not be resolved ({_state(answer.rcode)})"
+            self._finish(_failure(answer.rcode), reason)
+            return
+        if key is not None:
+            self._resolver.cache.put(key, answer.values, self._resolver.cache_ttl(answer.ttl))
+        self._name = answer.values[0]  # nginx takes the first PTR record
+        qname = dns_wire.host_name(self._name)
+        if qname is None:
+            self._finish(TEMPUNAVAIL, f"{self._address} resolved to invalid host name")
+            return
+        self._confirm(qname)
+
+    def _confirm(self, qname: dns.name.Name) -> None:
+        key = ("ADDR", self._name.lower())
+        cached = self._resolver.cache.get(key)
+        if cached is not None:
+            self._on_addresses(Answer(0, cached), key=None)
+            return
+        types = [dns_wire.A] if self._resolver.ipv4 else []
+        types += [dns_wire.AAAA] if self._resolver.ipv6 else []
+        self._run([(qname, rdtype) for rdtype in types], lambda a: self._on_addresses(a, key))
+
+    def _on_addresses(self, answer: Answer, key: tuple[str, str] | None) -> None:
+        if answer.rcode:
+            reason = f'"{self._name}" could not be resolved ({_state(answer.rcode)})'
+            self._finish(_failure(answer.rcode), reason)
+            return
+        if key is not None:
+            self._resolver.cache.put(key, answer.values, self._resolver.cache_ttl(answer.ttl))
+        confirmed = any(_client_ip(value) == self._client for value in answer.values)
+        self._finish(self._name if confirmed else UNAVAILABLE)
+
+    def _run(self, questions: list[tuple[dns.name.Name, RdataType]], then: StepDone) -> None:
+        self._step = _Step(self._resolver, questions, self._timeout, then)
+
+    def _finish(self, host: str, log: str | None = None) -> None:
+        on_done, self._on_done = self._on_done, None
+        self._stop()
+        if on_done is not None:
+            on_done(host, log)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._resolver.loop.cancel(self._timer)
+            self._timer = None
+        if self._step is not None:
+            self._step.close()
+            self._step = None
+
+
+def _client_ip(text: str) -> IPAddress:
+    """An IPv4-mapped IPv6 client is an IPv4 client, for the PTR name and the comparison."""
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _state(code: int) -> str:
+    return f"{code}: {strerror(code)}"
+
+
+def _failure(code: int) -> str:
+    return UNAVAILABLE if code == dns_wire.NXDOMAIN else TEMPUNAVAIL
+
+
+class _Step:
+    """Questions asked in parallel under one deadline: one nginx resolver context.
+
+    The result is the first error, else every value (NXDOMAIN when there is none at all, as
+    nginx turns an empty answer into "Host not found").
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        questions: list[tuple[dns.name.Name, RdataType]],
+        timeout: float,
+        on_done: StepDone,
+    ) -> None:
+        self._on_done: StepDone | None = on_done
+        self._loop = resolver.loop
+        self._answers: list[Answer | None] = [None] * len(questions)
+        self._timer: Timer | None = self._loop.call_later(timeout, self._timed_out)
+        interval = min(RESEND_INTERVAL, timeout / (len(resolver.servers) + 1))
+        self._lookups = [
+            _Lookup(resolver, qname, rdtype, interval, self._collector(index))
+            for index, (qname, rdtype) in enumerate(questions)
+        ]
+
+    def close(self) -> None:
+        self._on_done = None
+        if self._timer is not None:
+            self._loop.cancel(self._timer)
+            self._timer = None
+        for lookup in self._lookups:
+            lookup.close()
+
+    def _collector(self, index: int) -> StepDone:
+        def collect(answer: Answer) -> None:
+            self._answers[index] = answer
+            if answer.rcode:
+                self._finish(answer)
+            elif all(a is not None for a in self._answers):
+                self._finish(_merge([a for a in self._answers if a is not None]))
+
+        return collect
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._finish(Answer(TIMEDOUT))
+
+    def _finish(self, answer: Answer) -> None:
+        on_done = self._on_done
+        self.close()
+        if on_done is not None:
+            on_done(answer)
+
+
+def _merge(answers: list[Answer]) -> Answer:
+    values = tuple(value for answer in answers for value in answer.values)
+    if not values:
+        return Answer(dns_wire.NXDOMAIN)
+    return Answer(0, values, min(answer.ttl for answer in answers if answer.values))
+
+
+class _Lookup:
+    """One name and type, asking again for a CNAME target the server left unresolved."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        qname: dns.name.Name,
+        rdtype: RdataType,
+        interval: float,
+        on_done: StepDone,
+    ) -> None:
+        self._resolver = resolver
+        self._rdtype = rdtype
+        self._interval = interval
+        self._on_done = on_done
+        self._ttls: list[int] = []
+        self._exchange = self._ask(qname)
+
+    def close(self) -> None:
+        self._exchange.close()
+
+    def _ask(self, qname: dns.name.Name) -> _Exchange:
+        query = dns_wire.make_query(qname, self._rdtype)
+        return _Exchange(self._resolver, query, self._interval, self._on_answer)
+
+    def _on_answer(self, answer: Answer) -> None:
+        if answer.rcode or answer.cname is None:
+            ttl = min([*self._ttls, answer.ttl])
+            self._on_done(Answer(answer.rcode, answer.values, ttl))
+        elif len(self._ttls) >= MAX_CNAME_HOPS:
+            self._on_done(Answer(dns_wire.SERVFAIL))
+        else:
+            self._ttls.append(answer.ttl)
+            self._exchange = self._ask(answer.cname)
+
+
+class _Exchange:
+    """One query sent until a reply matches: failover, retransmission, late replies.
+
+    Every attempt gets its own connected UDP socket (a fresh random source port, and the
+    kernel drops datagrams from any other address); earlier sockets stay open so that a slow
+    server's reply still ends the query.
+    """
+
+    def __init__(
+        self, resolver: Resolver, query: Query, interval: float, on_answer: StepDone
+    ) -> None:
+        self._loop = resolver.loop
+        self._servers = resolver.servers
+        self._first = resolver.next_server()
+        self._query = query
+        self._wire = query.wire
+        self._interval = interval
+        self._on_answer: StepDone | None = on_answer
+        self._sockets: list[socket.socket] = []
+        self._tries = 0
+        self._timer: Timer | None = None
+        self._attempt()
+
+    def close(self) -> None:
+        self._on_answer = None
+        if self._timer is not None:
+            self._loop.cancel(self._timer)
+            self._timer = None
+        for sock in self._sockets:
+            self._loop.selector.unregister(sock)
+            sock.close()
+        self._sockets.clear()
+
+    def _attempt(self) -> None:
+        server = self._servers[(self._first + self._tries) % len(self._servers)]
+        self._tries += 1
+        self._timer = self._loop.call_later(self._interval, self._attempt)
+        try:
+            sock = _connected_socket(server)
+        except OSError:  # no route, no file descriptor left...
+            self._fail_over()
+            return
+        try:
+            sock.send(self._wire)
+        except OSError:
+            sock.close()
+            self._fail_over()
+            return
+        self._sockets.append(sock)
+        self._loop.selector.register(
+            sock, selectors.EVENT_READ, lambda _mask: self._on_readable(sock)
+        )
+
+    def _fail_over(self) -> None:
+        """Try the next server now, but only in the first round: a list of servers that are
+        all down then waits for the resend timer instead of spinning."""
+        if self._tries < len(self._servers) and self._on_answer is not None:
+            if self._timer is not None:
+                self._loop.cancel(self._timer)
+            self._attempt()
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        while self._on_answer is not None:
+            try:
+                wire = sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # ICMP port unreachable, reported on the connected socket
+                self._drop(sock)
+                self._fail_over()
+                return
+            answer = dns_wire.parse_reply(self._query, wire)
+            if answer is not None:
+                on_answer = self._on_answer
+                self.close()
+                on_answer(answer)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._loop.selector.unregister(sock)
+        sock.close()
+        self._sockets.remove(sock)
+
+
+def _connected_socket(server: Server) -> socket.socket:
+    sock = socket.socket(server.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((server.host, server.port))  # UDP: no handshake, it never blocks
+    except OSError:
+        sock.close()
+        raise
+    return sock

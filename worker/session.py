@@ -1,0 +1,737 @@
+"""One client connection, from accept to close: nginx's mail session.
+
+The session is glue: the protocol machine decides every byte the client sees, ``auth_http``
+and ``backend`` decide what is said to the auth server and the backend, ``stream`` and
+``relay`` move the bytes. What lives here is the order of the phases and their timers:
+
+    [PROXY header] -> [TLS handshake] -> [SMTP: client name, greeting delay] -> greeting
+    -> commands (STARTTLS, auth exchanges) -> auth_http (or proxy_pass) -> backend login
+    -> relay
+
+The client's bytes are read into a small inbox and fed to the machine no faster than its
+``read_size()``, so the command buffer never exceeds its cap; reading pauses while the
+inbox holds bytes the machine cannot take, and while the auth server or backend is asked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol as TypingProtocol
+
+from OpenSSL import SSL
+
+from mailgate.config import model
+from mailgate.worker import auth_http, backend, proxy_protocol, tls_verify
+from mailgate.worker.auth_client import AuthClient, AuthOutcome, TransportError
+from mailgate.worker.auth_http_response import Fail, Invalid, Ok, Wait
+from mailgate.worker.connect import Connector, describe
+from mailgate.worker.loop import Loop, Timer
+from mailgate.worker.protocols import (
+    MACHINES,
+    NEED_DATA,
+    PAUSED,
+    Close,
+    Credentials,
+    Login,
+    Phase,
+    Send,
+    StartTLS,
+    replies,
+)
+from mailgate.worker.relay import Relay
+from mailgate.worker.resolver import Resolver
+from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
+from mailgate.worker.sansio import log_text
+from mailgate.worker.stream import Stream
+
+PROXY_PEEK_RETRY = 0.005  # an incomplete PROXY header is peeked again after this long
+POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
+
+# (certificate failed verification, required certificate missing), per protocol (spec §3.6)
+_CERT_REPLIES = {
+    model.Protocol.IMAP: (replies.IMAP_CERT_ERROR, replies.IMAP_NO_CERT),
+    model.Protocol.POP3: (replies.POP3_CERT_ERROR, replies.POP3_NO_CERT),
+    model.Protocol.SMTP: (replies.SMTP_CERT_ERROR, replies.SMTP_NO_CERT),
+}
+
+
+class SessionLog(TypingProtocol):
+    """The error log as a session uses it."""
+
+    def error(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
+
+
+class ClientNames(TypingProtocol):
+    """The SMTP client-name lookup (``resolver``); ``on_done(host, log_line or None)``."""
+
+    def client_host(
+        self,
+        address: str,
+        on_done: Callable[[str, str | None], None],
+        timeout: float | None = None,
+    ) -> Callable[[], None]: ...
+
+
+class SessionFactory:
+    """The worker's connection handler: makes a :class:`Session` per accepted socket."""
+
+    def __init__(
+        self,
+        config: model.Config,
+        log: SessionLog,
+        contexts: Mapping[int, object],
+    ) -> None:
+        self.log = log
+        self._resolvers: dict[tuple[object, ...], ClientNames] = {}
+        # Keyed by the server object itself: the worker hands us the same instances.
+        self.contexts: dict[int, SSL.Context] = {
+            id(server): contexts[index]
+            for index, server in enumerate(config.servers)
+            if index in contexts
+        }
+        self._numbers = 0
+
+    def __call__(
+        self, sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
+    ) -> None:
+        self._numbers += 1
+        Session(self, self._numbers, sock, listen=listen, server=server, loop=loop)
+
+    def context(self, server: model.ServerConfig) -> SSL.Context | None:
+        return self.contexts.get(id(server))
+
+    def resolver(self, server: model.ServerConfig, loop: Loop) -> ClientNames | None:
+        """The worker's resolver for this server's ``resolver`` settings (None: off).
+
+        Servers with the same settings share one, and so its cache, as nginx's do."""
+        if not server.resolver:
+            return None
+        key = (server.resolver, server.resolver_valid, server.resolver_ipv4, server.resolver_ipv6)
+        if key not in self._resolvers:
+            self._resolvers[key] = Resolver.from_config(loop, server)
+        return self._resolvers[key]
+
+
+def _client_buffer(server: model.ServerConfig) -> int:
+    sizes = {
+        model.Protocol.IMAP: server.imap_client_buffer,
+        model.Protocol.POP3: POP3_CLIENT_BUFFER,
+        model.Protocol.SMTP: server.smtp_client_buffer,
+    }
+    return sizes[server.protocol]
+
+
+def _unsafe_for_lines(ok: Ok) -> bool:
+    values = (ok.user, ok.password or b"")
+    return any(octet in value for value in values for octet in (b"\r", b"\n", b"\0"))
+
+
+def _peer(sock: socket.socket) -> tuple[str, int]:
+    if sock.family == socket.AF_UNIX:
+        return "unix:", 0
+    host, port = sock.getpeername()[:2]
+    return host, port
+
+
+def _local(sock: socket.socket) -> tuple[str, int]:
+    if sock.family == socket.AF_UNIX:
+        return "unix:", 0
+    host, port = sock.getsockname()[:2]
+    return host, port
+
+
+class Session:
+    """A client connection and everything it opens (auth request, backend, relay)."""
+
+    def __init__(
+        self,
+        factory: SessionFactory,
+        number: int,
+        sock: socket.socket,
+        *,
+        listen: model.Listen,
+        server: model.ServerConfig,
+        loop: Loop,
+    ) -> None:
+        self.factory = factory
+        self.log = factory.log
+        self.number = number
+        self.sock = sock
+        self.listen = listen
+        self.server = server
+        self.loop = loop
+        self.client_addr, self.client_port = _peer(sock)
+        self.proxy: proxy_protocol.ProxyInfo | None = None
+        self.client_host = auth_http.UNAVAILABLE
+        self.login: bytes | None = None
+        self.upstream: str | None = None
+        self.action = "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
+        self.closed = False
+        self.stream: Stream | None = None
+        self.backend: Stream | None = None
+        self.relay: Relay | None = None
+        self.inbox = bytearray()
+        self.attempt = 0
+        self._auth: AuthClient | None = None
+        self._connector: Connector | None = None
+        self._login_machine: backend.BackendLogin | None = None
+        self._credentials: Credentials | None = None
+        self._cancel_lookup: Callable[[], None] | None = None
+        self._timer: Timer | None = None
+        self._deadline = 0.0
+        self._reading_watch = False
+        salt = f"<{random.getrandbits(31)}.{int(time.time())}@{server.server_name}>"
+        self.machine = MACHINES[server.protocol](server, salt.encode(), tls=listen.ssl)
+        loop.track(self)
+        self.log.info(
+            f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
+        )
+        self._arm_timeout(server.timeout)
+        if listen.proxy_protocol:
+            self._watch_proxy_header()
+        else:
+            self._start_stream()
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def _context(self) -> str:
+        """nginx's mail log context: what we were doing and with whom."""
+        text = f" while {self.action}, client: {self.client_addr}"
+        if self.machine.tls and not self.listen.ssl:
+            text += " using starttls"
+        text += f", server: {self.listen.text}"
+        if self.login is not None:
+            text += f', login: "{log_text(self.login)}"'
+        if self.upstream is not None:
+            text += f", upstream: {self.upstream}"
+        return text
+
+    def _info(self, message: str) -> None:
+        self.log.info(f"*{self.number} {message}{self._context()}")
+
+    def _error(self, message: str) -> None:
+        self.log.error(f"*{self.number} {message}{self._context()}")
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _arm_timeout(self, seconds: float) -> None:
+        """(Re)start the phase timer; one heap entry per session, moved forward lazily."""
+        self._deadline = time.monotonic() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_later(seconds, self._check_timeout)
+
+    def _disarm_timeout(self) -> None:
+        if self._timer is not None:
+            self.loop.cancel(self._timer)
+            self._timer = None
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        left = self._deadline - time.monotonic()
+        if left > 0:
+            self._timer = self.loop.call_later(left, self._check_timeout)
+            return
+        if self._login_machine is not None or self._connector is not None:
+            self._backend_failed(backend.upstream_timed_out(self.server.protocol))
+            return
+        self._info("client timed out")
+        self.close()
+
+    # -- PROXY protocol header (read before anything else, with MSG_PEEK as nginx) -----------
+
+    def _watch_proxy_header(self) -> None:
+        self.loop.selector.register(self.sock, 1, self._peek_proxy_header)
+        self._reading_watch = True
+
+    def _unwatch(self) -> None:
+        if self._reading_watch:
+            self.loop.selector.unregister(self.sock)
+            self._reading_watch = False
+
+    def _peek_proxy_header(self, _mask: int = 0) -> None:
+        try:
+            data = self.sock.recv(proxy_protocol.MAX_HEADER, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self._info(f"recv() failed ({err.errno}: {err.strerror})")
+            self.close()
+            return
+        if not data:
+            self._info("client closed connection")
+            self.close()
+            return
+        result = proxy_protocol.parse_proxy_header(data)
+        if result is SANSIO_NEED_DATA:
+            # The bytes stay in the kernel, so the socket stays readable: look again shortly
+            # instead of spinning on readiness.
+            self._unwatch()
+            self.loop.call_later(PROXY_PEEK_RETRY, self._peek_proxy_header)
+            return
+        if isinstance(result, proxy_protocol.BrokenHeader):
+            if result.log_message:
+                self._error(result.log_message)
+            self.close()
+            return
+        self._unwatch()
+        self.sock.recv(result.length)  # consume exactly the header
+        self.proxy = result.info
+        if result.info is not None and self._trusted_proxy():
+            self.client_addr, self.client_port = result.info.src_addr, result.info.src_port
+        self._start_stream()
+
+    def _trusted_proxy(self) -> bool:
+        """``set_real_ip_from``: only a listed peer may replace the client address."""
+        if self.client_addr == "unix:":
+            return "unix:" in self.server.set_real_ip_from
+        try:
+            peer = ipaddress.ip_address(self.client_addr)
+        except ValueError:
+            return False
+        return any(not isinstance(net, str) and peer in net for net in self.server.set_real_ip_from)
+
+    # -- client stream ------------------------------------------------------------------------
+
+    def _start_stream(self) -> None:
+        if self.closed:
+            return
+        self.stream = Stream(self.loop, self.sock, self)
+        if self.listen.ssl:
+            ctx = self.factory.context(self.server)
+            assert ctx is not None, "a listen ... ssl server always has a context"
+            self.action = "SSL handshaking"
+            self.stream.start_tls(ctx)
+        else:
+            self._before_greeting()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm_timeout(self.server.timeout)
+        if self.machine.phase is Phase.GREETING:
+            # Only an SMTP greeting delay lets the client talk first; the machine answers 503.
+            shown = log_text(data[:128]).replace("\r", "_").replace("\n", "_")
+            self._info(f'client was rejected before greeting: "{shown}"')
+        self.inbox += data
+        self._pump()
+
+    def eof_received(self) -> None:
+        self.machine.receive_data(b"")
+        if self._auth is not None or self._login_machine is not None:
+            self._info("client prematurely closed connection")
+            self.close()
+            return
+        self._pump()
+
+    def connection_lost(self, reason: str) -> None:
+        self._info(reason)
+        self.close()
+
+    def tls_established(self) -> None:
+        if not self._client_certificate_ok():
+            return
+        if self.machine.phase is Phase.STARTTLS:
+            self.machine.tls_started()
+            self.action = "in auth state"
+            self._pump()
+            return
+        self._before_greeting()
+
+    def write_drained(self) -> None:
+        pass  # the client stream never holds more than one reply during commands
+
+    def _client_certificate_ok(self) -> bool:
+        """``ssl_verify_client``: nginx judges the certificate after the handshake."""
+        assert self.stream is not None and self.stream.tls is not None
+        outcome = tls_verify.verify_result(self.stream.tls, self.server)
+        if not outcome.rejected:
+            return True
+        self._info(outcome.log)
+        tls_verify.remove_session(self.stream.tls)
+        lines = _CERT_REPLIES[self.server.protocol]
+        reply = lines[0] if outcome.reply is tls_verify.VerifyReply.CERT_ERROR else lines[1]
+        self._send_and_close(reply)
+        return False
+
+    # -- before the greeting: SMTP client name, greeting delay ------------------------------
+
+    def _before_greeting(self) -> None:
+        resolver = None
+        if self.server.protocol is model.Protocol.SMTP:
+            resolver = self.factory.resolver(self.server, self.loop)
+        if resolver is None or self.client_addr == "unix:":
+            self._after_lookup()
+            return
+        assert self.stream is not None
+        self.stream.pause_reading()
+        self.action = "in resolving"
+        self._cancel_lookup = resolver.client_host(
+            self.client_addr, self._looked_up, self.server.resolver_timeout
+        )
+
+    def _looked_up(self, host: str, log_line: str | None) -> None:
+        self._cancel_lookup = None
+        self.client_host = host
+        if log_line:
+            self._error(log_line)
+        self._after_lookup()
+
+    def _after_lookup(self) -> None:
+        assert self.stream is not None
+        self.action = "in auth state"
+        delay = self.server.smtp_greeting_delay
+        if self.server.protocol is model.Protocol.SMTP and delay > 0:
+            # The client may talk meanwhile; the machine answers an early talker with 503.
+            self.stream.resume_reading()
+            self.loop.call_later(delay, self._greet)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        if self.closed or self.machine.phase is not Phase.GREETING:
+            return
+        assert self.stream is not None
+        self.stream.write(self.machine.greeting())
+        self.stream.resume_reading()
+        self._pump()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Feed the machine and act on its events until it needs the client or pauses."""
+        stream = self.stream
+        while not self.closed and stream is not None:
+            self._feed()
+            event = self.machine.next_event()
+            if event is NEED_DATA:
+                if self.inbox and self.machine.read_size():
+                    continue
+                self._set_reading(not self.inbox)
+                return
+            if event is PAUSED:
+                if self.machine.phase is Phase.GREETING and self.inbox:
+                    self._set_reading(False)
+                return
+            if isinstance(event, Send):
+                stream.write(event.data)
+            elif isinstance(event, StartTLS):
+                self._start_tls(stream)
+                return
+            elif isinstance(event, Login):
+                self._set_reading(False)
+                self._start_login(event.credentials)
+                return
+            elif isinstance(event, Close):
+                self._finish_with_flush()
+                return
+
+    def _feed(self) -> None:
+        room = self.machine.read_size()
+        if self.inbox and room:
+            chunk = bytes(self.inbox[:room])
+            del self.inbox[:room]
+            self.machine.receive_data(chunk)
+
+    def _set_reading(self, on: bool) -> None:
+        if self.stream is None:
+            return
+        if on:
+            self.stream.resume_reading()
+        else:
+            self.stream.pause_reading()
+
+    def _start_tls(self, stream: Stream) -> None:
+        # Whatever the client pipelined after STARTTLS is never read as commands over TLS.
+        self.inbox.clear()
+        ctx = self.factory.context(self.server)
+        assert ctx is not None, "STARTTLS is only offered with a context"
+        self.action = "in starttls state"
+        stream.start_tls(ctx)
+
+    def _finish_with_flush(self) -> None:
+        if self.stream is not None:
+            self.stream.close_after_flush()
+        self.close()
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    def _start_login(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self.login = credentials.user
+        self._disarm_timeout()
+        target = self.server.proxy_pass
+        if target is not None:
+            self._auth_done(
+                Ok(
+                    target.host,
+                    target.port,
+                    credentials.user,
+                    credentials.password,
+                    describe((target.host, target.port)),
+                )
+            )
+            return
+        self._ask_auth_server()
+
+    def _ask_auth_server(self) -> None:
+        credentials = self._credentials
+        assert credentials is not None
+        self.action = "in http auth state"
+        request = auth_http.AuthRequest(
+            protocol=self.server.protocol,
+            method=credentials.method,
+            user=credentials.user,
+            password=credentials.password,
+            client_ip=self.client_addr,
+            login_attempt=credentials.attempt,
+            salt=(credentials.salt or b"").removesuffix(b"\r\n"),
+            client_host=self.client_host if self.server.protocol is model.Protocol.SMTP else None,
+            proxy=self.proxy,
+            smtp_helo=credentials.helo,
+            smtp_from=credentials.mail_from,
+            smtp_to=credentials.rcpt_to,
+            tls=self._client_tls(),
+        )
+        self._auth = AuthClient(self.loop, self.server, request, self._auth_done)
+
+    def _client_tls(self) -> auth_http.ClientTls | None:
+        conn = self.stream.tls if self.stream is not None else None
+        return None if conn is None else tls_verify.client_tls(conn, self.server)
+
+    def _auth_done(self, outcome: AuthOutcome) -> None:
+        self._auth = None
+        if self.closed:
+            return
+        if isinstance(outcome, Ok):
+            self._connect_backend(outcome)
+        elif isinstance(outcome, Wait):
+            self.loop.call_later(outcome.seconds, self._retry_auth)
+        elif isinstance(outcome, Fail):
+            self._login_refused(outcome)
+        elif isinstance(outcome, Invalid | TransportError):
+            if outcome.log_message:
+                self._error(outcome.log_message)
+            self._internal_error()
+
+    def _retry_auth(self) -> None:
+        if not self.closed:
+            self._ask_auth_server()
+
+    def _login_refused(self, fail: Fail) -> None:
+        self._info(fail.log_message)
+        if fail.closes_session:
+            self._send_and_close(self.machine.login_failed(fail.message, fail.error_code))
+            return
+        # nginx waits Auth-Wait seconds *before* answering, then lets the client try again.
+        self.loop.call_later(fail.wait, lambda: self._answer_refusal(fail))
+
+    def _answer_refusal(self, fail: Fail) -> None:
+        if self.closed or self.stream is None:
+            return
+        self.action = "in auth state"
+        self.login = None
+        self.stream.write(self.machine.login_failed(fail.message, fail.error_code))
+        self._arm_timeout(self.server.timeout)
+        self._pump()
+
+    def _internal_error(self) -> None:
+        self._send_and_close(self.machine.internal_error())
+
+    def _send_and_close(self, line: bytes) -> None:
+        if self.stream is not None:
+            self.stream.write(line)
+        self._finish_with_flush()
+
+    # -- backend login ------------------------------------------------------------------------
+
+    def _connect_backend(self, ok: Ok) -> None:
+        credentials = self._credentials
+        assert credentials is not None
+        if ok.password is None and self.server.protocol is not model.Protocol.SMTP:
+            self._error("no password available for the backend")
+            self._internal_error()
+            return
+        self.login = ok.user
+        self.upstream = ok.peer_name
+        if self.server.protocol is model.Protocol.POP3 and _unsafe_for_lines(ok):
+            # USER/PASS are lines: a CR or LF from a SASL-decoded password would start a
+            # second backend command (nginx sends it verbatim).
+            self._error("login or password with CR, LF or NUL cannot be sent to a POP3 backend")
+            self._internal_error()
+            return
+        self.action = "connecting to upstream"
+        self._login_machine = self._backend_login(ok, credentials)
+        self._arm_timeout(self.server.timeout)
+        self._connector = Connector(
+            self.loop, (ok.server, ok.port), self.server.timeout, self._backend_connected
+        )
+
+    def _backend_login(self, ok: Ok, credentials: Credentials) -> backend.BackendLogin:
+        options = backend.BackendOptions.from_config(self.server, self._proxy_preamble())
+        password = ok.password or b""
+        if self.server.protocol is model.Protocol.IMAP:
+            return backend.ImapBackendLogin(
+                credentials.tag.rstrip(b" "), ok.user, password, options
+            )
+        if self.server.protocol is model.Protocol.POP3:
+            return backend.Pop3BackendLogin(ok.user, password, options)
+        none = credentials.method == "none"
+        client = backend.SmtpClient(
+            addr=self.client_addr,
+            host=self.client_host,
+            helo=credentials.helo,
+            esmtp=credentials.esmtp,
+            mail_from=credentials.mail_from if none else None,
+            rcpt_to=credentials.rcpt_to if none else None,
+        )
+        return backend.SmtpBackendLogin(
+            server_name=self.server.server_name,
+            client=client,
+            user=b"" if none else ok.user,
+            password=ok.password,
+            xclient=self.server.xclient,
+            proxy_smtp_auth=self.server.proxy_smtp_auth,
+            options=options,
+        )
+
+    def _proxy_preamble(self) -> bytes:
+        """The PROXY header for ``proxy_protocol on|v2`` towards the backend."""
+        mode = self.server.proxy_protocol
+        if mode is model.ProxyProtocolOut.OFF:
+            return b""
+        client = (self.client_addr, self.client_port)
+        local = _local(self.sock)
+        if mode is model.ProxyProtocolOut.V1:
+            return proxy_protocol.build_v1(client, local)
+        return proxy_protocol.build_v2(client, local)
+
+    def _backend_connected(self, sock: socket.socket | None, error: str) -> None:
+        self._connector = None
+        if self.closed:
+            if sock is not None:
+                sock.close()
+            return
+        if sock is None:
+            self._backend_failed(
+                backend.Failed(self.machine.internal_error(), backend.LogLine("error", error))
+            )
+            return
+        self.action = "in upstream auth state"
+        self.backend = Stream(self.loop, sock, _BackendLoginHandler(self))
+        self._drive_backend()
+
+    def backend_data(self, data: bytes) -> None:
+        assert self._login_machine is not None
+        self._login_machine.receive_data(data)
+        self._drive_backend()
+
+    def _drive_backend(self) -> None:
+        machine, stream = self._login_machine, self.backend
+        while machine is not None and stream is not None and not self.closed:
+            event = machine.next_event()
+            if event is SANSIO_NEED_DATA:
+                return
+            if isinstance(event, backend.Send):
+                stream.write(event.data)
+            elif isinstance(event, backend.Done):
+                self._logged_in(event)
+                return
+            else:
+                self._backend_failed(event)
+                return
+
+    def _backend_failed(self, failed: backend.Failed) -> None:
+        if failed.log is not None:
+            log = self._error if failed.log.level == "error" else self._info
+            log(failed.log.message)
+        self._login_machine = None
+        self._send_and_close(failed.reply)
+
+    def _logged_in(self, done: backend.Done) -> None:
+        client, upstream = self.stream, self.backend
+        assert client is not None and upstream is not None
+        self._login_machine = None
+        self._disarm_timeout()
+        self._info("client logged in")
+        self.action = "proxying"
+        client.write(done.to_client)
+        pipelined = self.machine.take_pipelined() + bytes(self.inbox)
+        self.inbox.clear()
+        self.relay = Relay(
+            self.loop,
+            client,
+            upstream,
+            to_client_limit=self.server.proxy_buffer,
+            to_backend_limit=_client_buffer(self.server),
+            idle_timeout=self.server.proxy_timeout,
+            on_done=self._relay_done,
+        )
+        self.relay.start(client_pipelined=pipelined)
+
+    def _relay_done(self, reason: str) -> None:
+        if reason:
+            self._info(reason)
+        self._info("proxied session done")
+        self.close()
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the session now: every socket, timer and pending request."""
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm_timeout()
+        if self._cancel_lookup is not None:
+            self._cancel_lookup()
+            self._cancel_lookup = None
+        if self._auth is not None:
+            self._auth.cancel()
+            self._auth = None
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
+        if self.relay is not None and not self.relay.done:
+            self.relay.finish("shutdown")
+        self._unwatch()
+        if self.backend is not None:
+            self.backend.close()
+        if self.stream is None:
+            self.sock.close()
+        elif not self.stream.closed and not self._flushing():
+            self.stream.close()
+        self.loop.untrack(self)
+
+    def _flushing(self) -> bool:
+        """A final line is still being written; the stream closes itself when it is sent."""
+        return self.stream is not None and self.stream.write_buffer_size > 0
+
+
+class _BackendLoginHandler:
+    """The backend stream's handler until the relay takes over."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.backend_data(data)
+
+    def eof_received(self) -> None:
+        self.session.backend_data(b"")
+
+    def connection_lost(self, reason: str) -> None:
+        self.session._backend_failed(
+            backend.Failed(
+                self.session.machine.internal_error(),
+                backend.LogLine("error", reason),
+            )
+        )
+
+    def tls_established(self) -> None:
+        pass  # there is no TLS towards backends (as nginx)
+
+    def write_drained(self) -> None:
+        pass

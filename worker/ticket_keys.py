@@ -1,0 +1,145 @@
+"""``ssl_session_ticket_key``: nginx's key files and the ticket callback that uses them.
+
+A 48-byte file is ``name[16] | aes[16] | hmac[16]`` (AES-128-CBC); an 80-byte file is
+``name[16] | hmac[32] | aes[32]`` (AES-256-CBC) -- the field order differs, as in nginx. The
+HMAC is SHA-256 either way. The first key encrypts new tickets, every key decrypts, and a
+ticket opened with any other key is renewed so that clients move to the current key. The
+ticket layout is OpenSSL's own (name | IV | ciphertext | HMAC), so tickets made by nginx with
+the same key files resume here and the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from OpenSSL import SSL
+
+from mailgate.worker import libssl
+from mailgate.worker.tls_errors import TLSConfigError
+
+NAME_SIZE = 16
+IV_SIZE = 16  # EVP_MAX_IV_LENGTH; AES-CBC uses all of it
+TLS1_3_VERSION = 0x0304
+OSSL_PARAM_UTF8_STRING = 4
+OSSL_PARAM_OCTET_STRING = 5
+OSSL_PARAM_UNMODIFIED = 2**64 - 1  # (size_t) -1
+
+# Callback results (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)).
+_NO_TICKET = 0  # encrypt: issue none; decrypt: unknown key, do a full handshake
+_OK = 1
+_OK_RENEW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TicketKey:
+    """One key file's fields, in a fixed order whatever the file's layout."""
+
+    name: bytes
+    aes_key: bytes = field(repr=False)
+    hmac_key: bytes = field(repr=False)
+
+
+def parse_key(data: bytes, path: str) -> TicketKey:
+    """Split a key file's bytes by its size, as nginx does."""
+    if len(data) == 48:
+        return TicketKey(data[:16], aes_key=data[16:32], hmac_key=data[32:48])
+    if len(data) == 80:
+        return TicketKey(data[:16], aes_key=data[48:80], hmac_key=data[16:48])
+    raise TLSConfigError(f'"{path}" must be 48 or 80 bytes')
+
+
+def load_keys(paths: Sequence[str]) -> list[TicketKey]:
+    """Read every ``ssl_session_ticket_key`` file, in the configured order."""
+    keys = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size not in (48, 80):
+                    raise TLSConfigError(f'"{path}" must be 48 or 80 bytes')
+                data = fh.read(81)
+        except OSError as err:
+            raise TLSConfigError(f'open() "{path}" failed ({err.errno}: {err.strerror})') from err
+        keys.append(parse_key(data, path))
+    return keys
+
+
+@dataclass(slots=True)
+class _NativeKey:
+    """A key's C-side buffers, built once so the callback allocates nothing per ticket."""
+
+    name: bytes
+    cipher: Any
+    aes_key: Any
+    params: Any  # OSSL_PARAM[3]: the HMAC key, the digest, the end marker
+    owned: list[Any]
+
+
+def _native_key(key: TicketKey) -> _NativeKey:
+    ffi, _, crypto = libssl.native()
+    cipher = crypto.EVP_aes_128_cbc() if len(key.aes_key) == 16 else crypto.EVP_aes_256_cbc()
+    hmac_key = ffi.new("unsigned char[]", key.hmac_key)
+    digest = ffi.new("char[]", b"SHA256")
+    names = (ffi.new("char[]", b"key"), ffi.new("char[]", b"digest"))
+    params = ffi.new("OSSL_PARAM[3]")
+    fields = (
+        (names[0], OSSL_PARAM_OCTET_STRING, hmac_key, len(key.hmac_key)),
+        (names[1], OSSL_PARAM_UTF8_STRING, digest, len(b"SHA256")),
+    )
+    for param, (name, kind, data, size) in zip(params, fields, strict=False):
+        param.key, param.data_type, param.data, param.data_size = name, kind, data, size
+        param.return_size = OSSL_PARAM_UNMODIFIED
+    params[2].key = ffi.NULL  # OSSL_PARAM_END
+    aes_key = ffi.new("unsigned char[]", key.aes_key)
+    return _NativeKey(key.name, cipher, aes_key, params, [hmac_key, digest, *names])
+
+
+def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
+    """Make ``ctx`` seal and open tickets with ``keys`` (``keys[0]`` seals)."""
+    if not keys:
+        return
+    ffi, ssl_lib, crypto = libssl.native()
+    native = [_native_key(key) for key in keys]
+    index: dict[bytes, int] = {}
+    for i, key in enumerate(native):
+        index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx
+
+    def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
+        key = native[0]
+        if crypto.RAND_bytes(iv, IV_SIZE) != 1:
+            return -1
+        if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
+            return -1
+        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
+            return -1
+        ffi.memmove(name, key.name, NAME_SIZE)
+        return _OK
+
+    def open_(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
+        i = index.get(bytes(ffi.buffer(name, NAME_SIZE)))
+        if i is None:
+            return _NO_TICKET
+        key = native[i]
+        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
+            return -1
+        if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
+            return -1
+        # TLS 1.3 tickets are single-use in spirit: always hand out a fresh one (as nginx).
+        if i != 0 or ssl_lib.SSL_version(ssl) == TLS1_3_VERSION:
+            return _OK_RENEW
+        return _OK
+
+    def dispatch(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any, enc: int) -> int:  # noqa: PLR0917 (C signature)
+        return seal(name, iv, cctx, hctx) if enc == 1 else open_(ssl, name, iv, cctx, hctx)
+
+    # An exception inside the callback means "no ticket": a full handshake, never a crash.
+    callback = ffi.callback(
+        "int(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int)",
+        dispatch,
+        error=_NO_TICKET,
+    )
+    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
+        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
+    libssl.keep_alive(ctx, callback, native)

@@ -1,0 +1,117 @@
+"""Key exchange, ALPN and ``ssl_conf_command``: context settings pyOpenSSL 23 cannot make.
+
+Each function applies one directive the way ``ngx_event_openssl.c`` does on OpenSSL 3.0 and
+fails with nginx's message, OpenSSL's reasons appended as ``(SSL: error:...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from OpenSSL import SSL
+
+from mailgate.config import model
+from mailgate.worker import libssl
+from mailgate.worker.tls_errors import TLSConfigError
+
+SSL_CTRL_SET_GROUPS_LIST = 92  # SSL_CTX_set1_groups_list() == SSL_CTX_set1_curves_list()
+SSL_CONF_FLAG_FILE = 0x2
+SSL_CONF_FLAG_SERVER = 0x8
+SSL_CONF_FLAG_SHOW_ERRORS = 0x10
+SSL_CONF_FLAG_CERTIFICATE = 0x20
+SSL_TLSEXT_ERR_OK = 0
+SSL_TLSEXT_ERR_ALERT_FATAL = 2  # OpenSSL sends no_application_protocol
+
+
+def apply_dhparam(ctx: SSL.Context, path: str | None) -> None:
+    """``ssl_dhparam``: without it there is no DHE at all (nginx >= 1.11.0)."""
+    if path is None:
+        return
+    ffi, ssl_lib, crypto = libssl.native()
+    libssl.clear_errors()
+    bio = crypto.BIO_new_file(path.encode(), b"r")
+    if bio == ffi.NULL:
+        raise TLSConfigError(f'BIO_new_file("{path}") failed{libssl.error_text()}')
+    try:
+        params = crypto.PEM_read_bio_Parameters(bio, ffi.NULL)
+    finally:
+        crypto.BIO_free(bio)
+    if params == ffi.NULL:
+        raise TLSConfigError(f'PEM_read_bio_Parameters("{path}") failed{libssl.error_text()}')
+    if ssl_lib.SSL_CTX_set0_tmp_dh_pkey(libssl.ctx_ptr(ctx), params) != 1:
+        crypto.EVP_PKEY_free(params)  # set0 took ownership only on success
+        raise TLSConfigError(f'SSL_CTX_set0_tmp_dh_pkey("{path}") failed{libssl.error_text()}')
+
+
+def apply_ecdh_curve(ctx: SSL.Context, curves: str) -> None:
+    """``ssl_ecdh_curve``: ``auto`` keeps OpenSSL's default groups, else a colon list."""
+    if curves == "auto":
+        return
+    ffi, ssl_lib, _ = libssl.native()
+    libssl.clear_errors()
+    text = ffi.new("char[]", curves.encode())
+    if ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_GROUPS_LIST, 0, text) != 1:
+        raise TLSConfigError(f'SSL_CTX_set1_curves_list("{curves}") failed{libssl.error_text()}')
+
+
+def apply_conf_commands(ctx: SSL.Context, commands: Sequence[tuple[str, str]]) -> None:
+    """``ssl_conf_command``, applied last so that it overrides the other directives."""
+    if not commands:
+        return
+    ffi, ssl_lib, _ = libssl.native()
+    cctx = ssl_lib.SSL_CONF_CTX_new()
+    if cctx == ffi.NULL:
+        raise TLSConfigError(f"SSL_CONF_CTX_new() failed{libssl.error_text()}")
+    try:
+        ssl_lib.SSL_CONF_CTX_set_flags(
+            cctx,
+            SSL_CONF_FLAG_FILE
+            | SSL_CONF_FLAG_SERVER
+            | SSL_CONF_FLAG_CERTIFICATE
+            | SSL_CONF_FLAG_SHOW_ERRORS,
+        )
+        ssl_lib.SSL_CONF_CTX_set_ssl_ctx(cctx, libssl.ctx_ptr(ctx))
+        for name, value in commands:
+            libssl.clear_errors()
+            if ssl_lib.SSL_CONF_cmd(cctx, name.encode(), value.encode()) <= 0:
+                raise TLSConfigError(
+                    f'SSL_CONF_cmd("{name}", "{value}") failed{libssl.error_text()}'
+                )
+        if ssl_lib.SSL_CONF_CTX_finish(cctx) != 1:
+            raise TLSConfigError(f"SSL_CONF_finish() failed{libssl.error_text()}")
+    finally:
+        ssl_lib.SSL_CONF_CTX_free(cctx)
+
+
+@functools.cache
+def _alpn_callback(name: bytes) -> Any:
+    """One selector per protocol name, shared by every context of that protocol."""
+    ffi = libssl.native()[0]
+
+    def select(ssl: Any, out: Any, outlen: Any, offered: Any, size: int, arg: Any) -> int:  # noqa: PLR0917 (C signature)
+        data = bytes(ffi.buffer(offered, size))
+        i = 0
+        while i < len(data):
+            length = data[i]
+            if data[i + 1 : i + 1 + length] == name:
+                out[0] = offered + i + 1  # OpenSSL copies it before ``offered`` goes away
+                outlen[0] = length
+                return SSL_TLSEXT_ERR_OK
+            i += 1 + length
+        # nginx's answer to a client that speaks ALPN but not our protocol: a fatal alert.
+        return SSL_TLSEXT_ERR_ALERT_FATAL
+
+    signature = (
+        "int(SSL *, const unsigned char **, unsigned char *, const unsigned char *,"
+        " unsigned int, void *)"
+    )
+    return ffi.callback(signature, select, error=SSL_TLSEXT_ERR_ALERT_FATAL)
+
+
+def apply_alpn(ctx: SSL.Context, protocol: model.Protocol) -> None:
+    """Accept only the protocol's own ALPN name (``imap``, ``pop3``, ``smtp``)."""
+    ffi, ssl_lib, _ = libssl.native()
+    callback = _alpn_callback(protocol.value.encode())  # cached: alive for the process
+    ssl_lib.SSL_CTX_set_alpn_select_cb(libssl.ctx_ptr(ctx), callback, ffi.NULL)
