@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import MAILGATE, Master, config_text, free_port, wait_until
 
@@ -150,3 +151,35 @@ def test_s_quit_and_stop_end_the_master(
     assert run("-s", action, "-c", str(master.conf)).returncode == 0
     assert master.wait() == 0
     assert f"signal {int(signo)} ({signo.name}) received" in master.log()
+
+
+def test_seed_quick_start_configuration_passes_t(tmp_path: Path) -> None:
+    """conf/seed-example.conf: the ngx_mail_ssl_module guide's quick start, unchanged."""
+    seed = Path(__file__).resolve().parents[2] / "conf" / "seed-example.conf"
+    conf = tmp_path / "seed-example.conf"
+    conf.write_text(seed.read_text())
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(demo / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(demo / "key.pem"))
+    ca.cert_pem.write_to_path(str(demo / "ca.pem"))
+    result = run("-t", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert f"configuration file {conf} test is successful" in result.stderr
+
+
+def test_t_names_a_key_that_does_not_match_its_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.issue_cert("localhost").cert_chain_pems[0].write_to_path(str(cert))
+    ca.issue_cert("other").private_key_pem.write_to_path(str(key))
+    conf = tmp_path / "mailgate.conf"
+    conf.write_text(
+        "mail { server { listen 127.0.0.1:993 ssl; proxy_pass 127.0.0.1:143;\n"
+        f"ssl_certificate {cert}; ssl_certificate_key {key}; }} }}\n"
+    )
+    result = run("-t", "-c", str(conf))
+    assert result.returncode == 1
+    assert f'SSL_CTX_use_PrivateKey("{key}") failed' in result.stderr
