@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol
 from mailgate.worker.auth_http import AuthRequest
-from mailgate.worker.mail_replies import INTERNAL_SERVER_ERROR
+from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 
 MAX_RESPONSE = 1024  # ngx_create_temp_buf(ctx->pool, 1024)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol, ServerConfig
-from mailgate.worker.mail_replies import INTERNAL_SERVER_ERROR
+from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 from mailgate.worker.xtext import xtext_encode
 

@@ -50,13 +50,7 @@ from mailgate.worker.stream import Stream
 
 PROXY_PEEK_RETRY = 0.005  # an incomplete PROXY header is peeked again after this long
 POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
-
-# (certificate failed verification, required certificate missing), per protocol (spec §3.6)
-_CERT_REPLIES = {
-    model.Protocol.IMAP: (replies.IMAP_CERT_ERROR, replies.IMAP_NO_CERT),
-    model.Protocol.POP3: (replies.POP3_CERT_ERROR, replies.POP3_NO_CERT),
-    model.Protocol.SMTP: (replies.SMTP_CERT_ERROR, replies.SMTP_NO_CERT),
-}
+FINAL_LINE_GRACE = 5.0  # seconds a closing session may spend writing its last line
 
 
 class SessionLog(TypingProtocol):
@@ -351,9 +345,9 @@ class Session:
             return True
         self._info(outcome.log)
         tls_verify.remove_session(self.stream.tls)
-        lines = _CERT_REPLIES[self.server.protocol]
-        reply = lines[0] if outcome.reply is tls_verify.VerifyReply.CERT_ERROR else lines[1]
-        self._send_and_close(reply)
+        cert_error = outcome.reply is tls_verify.VerifyReply.CERT_ERROR
+        lines = replies.CERT_ERROR if cert_error else replies.NO_CERT
+        self._send_and_close(lines[self.server.protocol])
         return False
 
     # -- before the greeting: SMTP client name, greeting delay ------------------------------
@@ -701,8 +695,13 @@ class Session:
             self.backend.close()
         if self.stream is None:
             self.sock.close()
-        elif not self.stream.closed and not self._flushing():
-            self.stream.close()
+        elif not self.stream.closed:
+            if self._flushing():
+                # The final line closes the stream once sent; a client that never reads
+                # must not keep the socket forever.
+                self.loop.call_later(FINAL_LINE_GRACE, self.stream.close)
+            else:
+                self.stream.close()
         self.loop.untrack(self)
 
     def _flushing(self) -> bool:

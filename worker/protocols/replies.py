@@ -6,6 +6,11 @@ Tests import these so that they read as specifications. Lines built from the con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from mailgate.config.model import Protocol
+
 CRLF = b"\r\n"
 
 # IMAP (ngx_mail_imap_handler.c, ngx_mail_imap_module.c). Tagged lines are tag + line.
@@ -52,3 +57,28 @@ SMTP_INTERNAL_ERROR = b"451 4.3.2 Internal server error\r\n"
 SMTP_CERT_ERROR = b"421 4.7.1 SSL certificate error\r\n"
 SMTP_NO_CERT = b"421 4.7.1 No required SSL certificate\r\n"
 SMTP_AUTH_ERROR_CODE = b"535 5.7.0"  # the default prefix of an auth_http failure line
+
+
+# Per protocol, for the code that is not the protocol machine itself (auth_http, the backend
+# login, the session's certificate check): the lines of the protocol structs (spec §3.6).
+INTERNAL_SERVER_ERROR: Mapping[Protocol, bytes] = MappingProxyType(
+    {
+        Protocol.IMAP: IMAP_INTERNAL_ERROR,
+        Protocol.POP3: POP3_INTERNAL_ERROR,
+        Protocol.SMTP: SMTP_INTERNAL_ERROR,
+    }
+)
+CERT_ERROR: Mapping[Protocol, bytes] = MappingProxyType(
+    {
+        Protocol.IMAP: IMAP_CERT_ERROR,
+        Protocol.POP3: POP3_CERT_ERROR,
+        Protocol.SMTP: SMTP_CERT_ERROR,
+    }
+)
+NO_CERT: Mapping[Protocol, bytes] = MappingProxyType(
+    {
+        Protocol.IMAP: IMAP_NO_CERT,
+        Protocol.POP3: POP3_NO_CERT,
+        Protocol.SMTP: SMTP_NO_CERT,
+    }
+)
