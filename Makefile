@@ -14,7 +14,7 @@ DEB_RUNTIME := python3 python3-venv python3-dev python3-openssl python3-cryptogr
 # Real servers and clients the tests drive: Dovecot, Postfix, dnsmasq, and nginx with its mail
 # module as the reference implementation the wire tests also run against.
 DEB_DEMO := curl dovecot-imapd dovecot-pop3d postfix
-DEB_TEST := $(DEB_DEMO) iproute2 procps dnsmasq-base nginx-light libnginx-mod-mail
+DEB_TEST := $(DEB_DEMO) iproute2 procps dnsmasq-base nginx-light libnginx-mod-mail logrotate
 DEB_STAMP := $(VENV)/.deb-stamp
 DEB_TEST_STAMP := $(VENV)/.deb-test-stamp
 DEB_DEMO_STAMP := $(VENV)/.deb-demo-stamp

@@ -38,6 +38,7 @@ def _main_config(state: ParseState) -> MainConfig:
         error_log=main.get("error_log", DEFAULT_ERROR_LOG),  # type: ignore[arg-type]
         user=main.get("user"),  # type: ignore[arg-type]
         env=main.get("env", ()),  # type: ignore[arg-type]
+        metrics_listen=main.get("metrics_listen"),  # type: ignore[arg-type]
     )
 
 

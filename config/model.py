@@ -109,6 +109,50 @@ class LogTarget:
     level: str = "error"  # debug info notice warn error crit alert emerg
 
 
+class AccessLogFormat(enum.Enum):
+    """The ``access_log`` formats (see :mod:`mailgate.config.observability`)."""
+
+    MAIN = "main"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One ``access_log PATH [FORMAT]``: a file (absolute) and its line format."""
+
+    path: str
+    format: AccessLogFormat = AccessLogFormat.MAIN
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsListen:
+    """``metrics_listen``: the TCP address of the Prometheus scrape endpoint."""
+
+    family: socket.AddressFamily
+    host: str
+    port: int
+    source: Source
+
+    @property
+    def text(self) -> str:
+        if self.family == socket.AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Syslog:
+    """``error_log syslog:server=ADDR[:PORT][,facility=][,severity=][,tag=][,nohostname]``."""
+
+    family: socket.AddressFamily  # AF_INET, AF_INET6, or AF_UNIX for ``server=unix:/dev/log``
+    host: str  # the IP, or the socket path
+    port: int  # 514 unless given; 0 for unix
+    facility: int = 23  # local7, as nginx
+    severity: int | None = None  # None: from each message's level
+    tag: str = "mailgate"
+    hostname: bool = True  # ``nohostname`` leaves the HOSTNAME field out
+
+
 @dataclass(frozen=True, slots=True)
 class SessionCache:
     """``ssl_session_cache off | none | [builtin[:size]] [shared:name:size]``."""
@@ -159,6 +203,7 @@ class ServerConfig:
     resolver_ipv6: bool = True
     resolver_timeout: float = 30.0
     max_errors: int = 5
+    access_log: tuple[AccessLog, ...] = ()  # empty: off (the default, as nginx's mail has none)
 
     # ngx_mail_ssl_module
     starttls: StartTLS = StartTLS.OFF
@@ -238,6 +283,7 @@ class MainConfig:
     error_log: tuple[LogTarget, ...] = ()
     user: tuple[str, str | None] | None = None  # (user, group)
     env: tuple[tuple[str, str | None], ...] = ()  # (name, value or None to keep the inherited)
+    metrics_listen: MetricsListen | None = None  # None: no scrape endpoint (the default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,24 @@ from mailgate.config import (
     mail_pop3,
     mail_smtp,
     mail_ssl,
+    observability,
     proxy,
     realip,
 )
 from mailgate.config.directives import Directive
 
-MODULES = (core, mail_core, mail_ssl, mail_pop3, mail_imap, mail_smtp, auth_http, proxy, realip)
+MODULES = (
+    core,
+    mail_core,
+    mail_ssl,
+    mail_pop3,
+    mail_imap,
+    mail_smtp,
+    auth_http,
+    proxy,
+    realip,
+    observability,
+)
 
 
 def _by_name() -> dict[str, tuple[Directive, ...]]:

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from mailgate.config import model
+from mailgate.master import generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
-from mailgate.master import signals
-from mailgate.master.log import ErrorLog
+from mailgate.master.generation import Generation
+from mailgate.master.log import ErrorLog, os_error
+from mailgate.master.pidfile import PidFile
 from mailgate.worker.process import (
     BOOT_ERROR,
     Handler,
@@ -55,30 +57,35 @@ class WorkerRecord:
 
 
 class Arbiter:
-    """The master: owns the listeners, forks workers, keeps their number, relays signals."""
+    """The master: owns the listeners, forks workers, keeps their number, relays signals.
+
+    Binary upgrade state is this master's own, never guessed from ``getppid()`` alone:
+    ``new_binary`` is the pid of the new master this one started on USR2 (0 when none), and
+    ``old_master`` the pid of the master that started this one, while it still runs.
+    """
 
     def __init__(
         self,
-        config: model.Config,
-        listeners: list[Listening],
+        current: Generation,
         log: ErrorLog,
         *,
-        contexts: Mapping[int, object],
         reload: Reloader,
         argv: list[str],
         daemonized: bool = False,
+        pidfile: PidFile | None = None,
+        old_master: int = 0,
         handler: Handler | None = None,
     ) -> None:
-        self.config = config
-        self.listeners = listeners
+        self.current = current
         self.log = log
-        self.contexts = contexts
         self.reload = reload
         self.argv = argv
         self.daemonized = daemonized
+        self.pidfile = pidfile
+        self.old_master = old_master
         self.handler = handler
+        self.new_binary = 0
         self.workers: dict[int, WorkerRecord] = {}
-        self.generation = 0
         self.exit_code = 0
         self.quitting = False  # graceful stop
         self.terminating = False  # fast stop
@@ -93,8 +100,31 @@ class Arbiter:
         self._kill_at = 0.0
 
     @property
+    def config(self) -> model.Config:
+        return self.current.config
+
+    @property
+    def listeners(self) -> list[Listening]:
+        return self.current.listeners
+
+    @property
+    def generation(self) -> int:
+        return self.current.number
+
+    @property
     def stopping(self) -> bool:
         return self.quitting or self.terminating
+
+    @property
+    def upgrading(self) -> bool:
+        """A new binary started by this master still runs (USR2 was acted on)."""
+        return self.new_binary != 0
+
+    @property
+    def old_master_running(self) -> bool:
+        """This master is a new binary and the master that started it has not exited."""
+        # The old master is our parent until it exits; then we are reparented.
+        return self.old_master != 0 and os.getppid() == self.old_master
 
     def run(self) -> int:
         """Start the workers and supervise them until a stop completes; returns the exit code."""
@@ -106,9 +136,9 @@ class Arbiter:
             self._dispatch_signals()
             self.reap_workers()
             self._press_fast_stop()
+            self._notice_old_master_exit()
             self.manage_workers()
-        listeners_mod.close_all(self.listeners)
-        self.listeners = []
+        self._close_listeners()
         self._selector.close()
         return self.exit_code
 
@@ -163,41 +193,58 @@ class Arbiter:
         self._begin_fast_stop()
 
     def handle_quit(self) -> None:
-        """Graceful stop: QUIT the workers, close the listeners, exit when the workers are gone."""
+        """Graceful stop: QUIT the workers, close the listeners, exit when the workers are gone.
+
+        A new binary started by this master is not signalled: it is the one taking over.
+        """
         self.log.notice(signals.received(signal.SIGQUIT))
         if self.stopping:
             return
         self.quitting = True
         self._signal_workers(signal.SIGQUIT)
         # After telling the workers, as nginx does: no connection is refused in between.
-        listeners_mod.close_all(self.listeners)
-        self.listeners = []
+        self._close_listeners()
 
     def handle_hup(self) -> None:
         """Reload: build the new generation, start its workers, then QUIT the old ones.
 
-        Any error keeps the old generation running. Listening sockets are matched by address
-        and reused; the parameters of a reused socket are not re-applied yet (a later issue
-        brings nginx's full listener diffing), nor does a changed ``pid`` path move the file.
+        While a new binary started by this master runs, HUP is the rollback step instead
+        (nginx): the workers are started again with the running configuration, not re-read.
         """
         self.log.notice(signals.received(signal.SIGHUP))
         if self.stopping:
             return
+        if self.upgrading:
+            self.log.notice(
+                f"new binary process {self.new_binary} is running: starting worker processes "
+                "with the running configuration, not re-reading it"
+            )
+            self.noaccepting = False
+            self.manage_workers(respect_backoff=False)
+            return
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
+        """The reload transaction: prepare the next generation fully, or keep the current one.
+
+        Parse, TLS contexts (``reload``), then listeners and everything else the workers
+        inherit (``generation.prepare``). Any error is logged with its ``file:line`` and the
+        running generation, its sockets and its workers stay exactly as they were. Then new
+        workers start, and only then are the old ones told to QUIT, so every moment has
+        workers accepting on every kept socket.
+        """
         try:
             config, contexts = self.reload()
-            new_listeners = listeners_mod.reuse_or_open(config, self.listeners, self.log)
-        except (ReloadError, listeners_mod.BindError) as err:
+            new = generation.prepare(config, contexts, self.log, previous=self.current)
+        except (ReloadError, generation.PrepareError) as err:
             self.log.emerg(str(err))
             self.log.alert("reload failed, the old configuration keeps running")
             return
         for warning in config.warnings:
             self.log.warn(warning)
-        kept = {listening.sock for listening in new_listeners}
-        listeners_mod.close_all(
-            [listening for listening in self.listeners if listening.sock not in kept]
-        )
-        self.config, self.contexts, self.listeners = config, contexts, new_listeners
-        self.generation += 1
+        generation.retire(self.current, new)
+        self.current = new
+        self._follow_pid_path(config.main.pid)
         self.noaccepting = False
         self.log.notice("start worker processes")
         self.manage_workers(respect_backoff=False)
@@ -210,14 +257,56 @@ class Arbiter:
         self._signal_workers(signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
-        """Binary upgrade: not implemented yet; the master says so and carries on."""
-        self.log.notice(signals.received(signal.SIGUSR2, "ignoring"))
-        self.log.notice("binary upgrade is not supported yet")
+        """Binary upgrade: start the installed mailgate with our listeners (see ``upgrade``).
+
+        Ignored, with the reason logged, while stopping, while a new binary started by this
+        master still runs, and in a new binary whose old master still runs.
+        """
+        why = None
+        if self.stopping:
+            why = "the master is shutting down"
+        elif self.upgrading:
+            why = f"a new binary process {self.new_binary} is already running"
+        elif self.old_master_running:
+            why = f"this is a new binary and its old master process {self.old_master} still runs"
+        if why is not None:
+            self.log.notice(signals.received(signal.SIGUSR2, "ignoring"))
+            self.log.notice(f"the changing binary signal is ignored: {why}")
+            return
+        self.log.notice(signals.received(signal.SIGUSR2))
+        self.change_binary()
+
+    def change_binary(self) -> None:
+        """Move the pid file to ``.oldbin`` and start the new master; undo both on failure."""
+        if self.pidfile is not None:
+            try:
+                self.pidfile.move_aside()
+            except OSError as err:
+                self.log.alert(
+                    f'rename() "{self.pidfile.path}" to "{self.pidfile.oldbin}" failed '
+                    f"({os_error(err)})"
+                )
+                return
+        try:
+            pid = upgrade.spawn_new_binary(self.argv, self.listeners, os.environ)
+        except OSError as err:
+            self.log.alert(f'execve() "{self.argv[0]}" failed ({os_error(err)})')
+            self._take_pid_file_back()
+            return
+        self.new_binary = pid
+        self.log.notice(f"start new binary process {pid}")
 
     def handle_winch(self) -> None:
-        """Daemonized only: gracefully stop the workers and keep the master (HUP restarts)."""
-        if not self.daemonized:
-            self.log.notice(signals.received(signal.SIGWINCH, ""))
+        """Gracefully stop the workers and keep the master (a later HUP restarts them).
+
+        nginx honours WINCH only when daemonized, because a terminal sends it to its
+        foreground process group on every resize. mailgate also honours it while an upgrade
+        is in progress (USR2 was acted on), so the upgrade works with ``daemon off``; a new
+        binary runs in a session of its own, with no terminal, and always honours it.
+        """
+        if not (self.daemonized or self.upgrading or self.old_master):
+            self.log.notice(signals.received(signal.SIGWINCH, "ignoring"))
+            self.log.notice("WINCH is honoured when daemonized or during a binary upgrade")
             return
         self.log.notice(signals.received(signal.SIGWINCH))
         self.noaccepting = True
@@ -241,7 +330,7 @@ class Arbiter:
 
     def spawn_worker(self) -> int:
         """Fork one worker of the current generation; returns its pid."""
-        worker = Worker(self.config, self.listeners, self.log, self.contexts, self.handler)
+        worker = Worker(self.config, self.listeners, self.log, self.current.contexts, self.handler)
         # Blocked across fork so a signal cannot reach the child while it still has our handlers.
         signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
         pid = os.fork()
@@ -282,6 +371,9 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self.new_binary:
+                self._new_binary_exited(pid, status)
+                continue
             record = self.workers.pop(pid, None)
             self._log_exit(pid, status, "worker process" if record else "unknown process")
             if record is None or record.exiting or self.stopping:
@@ -295,6 +387,16 @@ class Arbiter:
                 self._begin_fast_stop()
                 continue
             self._plan_respawn(record)
+
+    def _new_binary_exited(self, pid: int, status: int) -> None:
+        # The upgrade is over without us being replaced: take the pid file back and, if
+        # WINCH stopped our workers, start them again (nginx's ngx_restart).
+        self._log_exit(pid, status, "new binary process")
+        self.new_binary = 0
+        self._take_pid_file_back()
+        if self.noaccepting and not self.stopping:
+            self.noaccepting = False
+            self.log.notice("start worker processes")
 
     def _log_exit(self, pid: int, status: int, name: str) -> None:
         if os.WIFSIGNALED(status):
@@ -337,6 +439,39 @@ class Arbiter:
             return  # exited already; the reaper will see it
         except OSError as err:
             self.log.alert(f"kill({pid}, {int(signo)}) failed ({err.errno}: {err.strerror})")
+
+    # -- pid file, listeners, old master -------------------------------------------------
+
+    def _take_pid_file_back(self) -> None:
+        if self.pidfile is None or self.pidfile.current == self.pidfile.path:
+            return
+        try:
+            self.pidfile.move_back()
+        except OSError as err:
+            self.log.alert(
+                f'rename() "{self.pidfile.oldbin}" back to "{self.pidfile.path}" failed '
+                f"({os_error(err)})"
+            )
+
+    def _follow_pid_path(self, path: str | None) -> None:
+        # A reload that names another pid file moves it, as nginx does.
+        if self.pidfile is None or path is None or path == self.pidfile.path:
+            return
+        try:
+            self.pidfile.move_to(path, os.getpid())
+        except OSError as err:
+            self.log.alert(f'open() "{path}" failed ({os_error(err)})')
+
+    def _close_listeners(self) -> None:
+        # During an upgrade the other master still accepts on our unix sockets: keep the files.
+        unlink = not (self.upgrading or self.old_master_running)
+        listeners_mod.close_all(self.current.listeners, unlink=unlink)
+        self.current.listeners = []
+
+    def _notice_old_master_exit(self) -> None:
+        if self.old_master and not self.old_master_running:
+            self.log.notice(f"old master process {self.old_master} exited, upgrade complete")
+            self.old_master = 0
 
     # -- fast stop -----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The start sequence once the configuration is good: log, bind, detach, pid file, run.
 
 The order is nginx's: bind before detaching, so ``bind() ... failed`` reaches the terminal
-and the exit status; write the pid file after detaching, so it names the daemon.
+and the exit status; write the pid file after detaching, so it names the daemon. The launcher
+exits only once that file is written (see ``daemon.daemonize``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import sys
 from collections.abc import Mapping
 
 from mailgate.config import model
-from mailgate.master import about, daemon, listeners, pidfile, proctitle
+from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
 from mailgate.master.arbiter import Arbiter, Reloader
 from mailgate.master.log import ErrorLog, os_error
+from mailgate.master.pidfile import PidFile
 from mailgate.worker.process import Listening, Worker
 
 
@@ -25,46 +27,60 @@ def start(
     reload: Reloader,
     early_log: str,
 ) -> int:
-    """Run mailgate with ``config`` until it is stopped; returns the process exit code."""
+    """Run mailgate with ``config`` until it is stopped; returns the process exit code.
+
+    Started by an upgrading master (``MAILGATE_FDS`` set), mailgate takes over the inherited
+    listeners, binds only what they lack, stays in the foreground (its parent is the old
+    master, not a terminal) and writes the pid file the old master moved aside.
+    """
     log, notes = ErrorLog.from_config(config.main.error_log, default=early_log)
     for note in notes:
         log.warn(note)
+    inherited = upgrade.inherited_sockets(os.environ, log)
     try:
-        listening = listeners.open_all(config, log)
-    except listeners.BindError as err:
+        first = generation.prepare(config, contexts, log, inherited=inherited or ())
+    except generation.PrepareError as err:
         log.emerg(str(err))
         return 1
-    if config.main.daemon:
-        daemon.daemonize()
+    ready = None
+    if config.main.daemon and inherited is None:
+        ready = daemon.daemonize()
     if config.main.master_process:
         # Titled before the pid file exists, so whoever reads the pid sees a master.
         proctitle.set_title("mailgate: master process " + " ".join(sys.argv))
-    pid_path = config.main.pid
-    if pid_path is not None:
+    pid = None if config.main.pid is None else PidFile(config.main.pid)
+    if pid is not None:
         try:
-            pidfile.write(pid_path, os.getpid())
+            pid.write(os.getpid())
         except OSError as err:
-            log.emerg(f'open() "{pid_path}" failed ({os_error(err)})')
-            listeners.close_all(listening)
+            log.emerg(f'open() "{pid.path}" failed ({os_error(err)})')
+            listeners.close_all(first.listeners, unlink=inherited is None)
+            if ready is not None:
+                ready(False)
             return 1
+    if ready is not None:
+        ready(True)  # listening, detached, pid file written: the launcher may exit 0
     log.console = False
     _log_start(log)
+    zones.started(log)
     try:
         if not config.main.master_process:
-            return _run_single(config, listening, log, contexts)
+            return _run_single(config, first.listeners, log, contexts)
         arbiter = Arbiter(
-            config,
-            listening,
+            first,
             log,
-            contexts=contexts,
             reload=reload,
-            argv=sys.argv,
-            daemonized=config.main.daemon,
+            argv=upgrade.command_line(),
+            # nginx counts a new binary as daemonized: it has no terminal to send WINCH.
+            daemonized=config.main.daemon or inherited is not None,
+            pidfile=pid,
+            old_master=_old_master() if inherited is not None else 0,
         )
         return arbiter.run()
     finally:
-        if pid_path is not None:
-            pidfile.remove(pid_path)
+        zones.release()  # cold stop: unlink the shared zones unless a new master took them
+        if pid is not None:
+            pid.remove()
         log.notice("exit")
 
 
@@ -82,6 +98,12 @@ def _run_single(
         return worker.run()
     finally:
         listeners.close_all(listening)
+
+
+def _old_master() -> int:
+    # The upgrading master is our parent; if it already died we were reparented to init.
+    parent = os.getppid()
+    return parent if parent != 1 else 0
 
 
 def _log_start(log: ErrorLog) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
-from mailgate.master import about, boot, options, pidfile, signals
+from mailgate.master import about, boot, options, pidfile, signals, zones
 from mailgate.master.arbiter import ReloadError
 from mailgate.master.log import ErrorLog, Level, os_error
 from mailgate.worker import libssl, tls
@@ -43,6 +43,7 @@ class Paths:
         """Parse, check the libssl, build TLS contexts; raises on the first error."""
         config = self.parse()
         libssl.check()
+        zones.prepare(config)  # shared session zones, before the contexts that use them
         return config, dict(tls.build_contexts(config))
 
 

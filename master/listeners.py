@@ -13,7 +13,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from mailgate.config import model
 from mailgate.master.log import ErrorLog, os_error
@@ -30,30 +30,64 @@ class BindError(Exception):
 
 
 def key(listen: model.Listen) -> Key:
-    return (int(listen.family), listen.host, listen.port)
+    return (int(listen.family), _normal_host(listen.family, listen.host), listen.port)
 
 
-def open_all(config: model.Config, log: ErrorLog) -> list[Listening]:
-    """Bind every distinct listen address of ``config``; on error close what was opened."""
+def sockaddr_key(sock: socket.socket) -> Key:
+    """The key of a socket's bound address, as ``key()`` gives it for a ``listen``."""
+    addr = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        path = addr.decode() if isinstance(addr, bytes) else str(addr)
+        return (int(socket.AF_UNIX), path, 0)
+    return (int(sock.family), _normal_host(sock.family, addr[0]), int(addr[1]))
+
+
+def open_all(
+    config: model.Config, log: ErrorLog, inherited: Sequence[socket.socket] = ()
+) -> list[Listening]:
+    """Every distinct listen address of ``config``, with nothing bound twice.
+
+    ``inherited`` are the sockets a binary upgrade passed down: each one whose address a
+    ``listen`` names is used as is (its parameters re-applied), the others are closed, and
+    only the addresses left over are bound. On error what was bound here is closed.
+    """
+    by_key = {sockaddr_key(sock): sock for sock in inherited}
     opened: list[Listening] = []
+    fresh: list[Listening] = []
     try:
         for listen, server in _distinct(config):
-            opened.append(Listening(open_socket(listen, log), listen, server))
+            sock = by_key.pop(key(listen), None)
+            if sock is None:
+                fresh.append(Listening(open_socket(listen, log), listen, server))
+                opened.append(fresh[-1])
+            else:
+                opened.append(Listening(sock, listen, server))
     except BindError:
-        close_all(opened)
+        close_all(fresh)
         raise
+    for listening in opened:
+        if listening not in fresh:
+            _reapply(listening.sock, None, listening.listen, log)
+    for sock in by_key.values():
+        # The old master still listens there: never unlink a unix socket file of its.
+        log.notice(f"closing inherited socket {_describe(sock)}: no listen names it")
+        sock.close()
     return opened
 
 
 def reuse_or_open(config: model.Config, current: list[Listening], log: ErrorLog) -> list[Listening]:
     """The listeners of a new generation: sockets reused by address, new addresses bound.
 
-    The parameters of a reused socket are not re-applied yet (nginx re-runs ``listen()`` for a
-    changed backlog); that is logged. On a bind error the sockets opened here are closed.
+    A kept socket is never closed, so no connect is refused during a reload; its changed
+    parameters are applied once every new address is bound (a bind error leaves the running
+    generation's sockets untouched): ``listen()`` again for the backlog (as nginx does),
+    ``setsockopt()`` for buffers and keepalive. ``ipv6only`` and ``multipath`` cannot change
+    on a bound socket; that is logged. On a bind error the sockets opened here are closed.
     """
     by_key = {key(listening.listen): listening for listening in current}
     result: list[Listening] = []
     fresh: list[Listening] = []
+    kept: list[tuple[Listening, model.Listen]] = []
     try:
         for listen, server in _distinct(config):
             old = by_key.get(key(listen))
@@ -61,15 +95,14 @@ def reuse_or_open(config: model.Config, current: list[Listening], log: ErrorLog)
                 fresh.append(Listening(open_socket(listen, log), listen, server))
                 result.append(fresh[-1])
                 continue
-            if _parameters(old.listen) != _parameters(listen):
-                log.notice(
-                    f"the parameters of listen {listen.text} changed; "
-                    "reload does not re-apply them yet, restart to apply them"
-                )
             result.append(Listening(old.sock, listen, server))
+            kept.append((old, listen))
     except BindError:
         close_all(fresh)
         raise
+    for old, listen in kept:
+        if _parameters(old.listen) != _parameters(listen):
+            _reapply(old.sock, old.listen, listen, log)
     return result
 
 
@@ -175,3 +208,81 @@ def _unlink_stale(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
+
+
+def _reapply(
+    sock: socket.socket, old: model.Listen | None, new: model.Listen, log: ErrorLog
+) -> None:
+    # ``old`` None: an inherited socket whose parameters are unknown, so set them all.
+    if new.family == socket.AF_UNIX:
+        if old is None or old.backlog != new.backlog:
+            _relisten(sock, new, log)
+        return
+    fixed = [
+        name
+        for name in ("ipv6only", "multipath")
+        if old is not None and getattr(old, name) != getattr(new, name)
+    ]
+    if old is None and new.multipath != (_protocol(sock) == IPPROTO_MPTCP):
+        fixed.append("multipath")
+    if fixed:
+        log.warn(
+            f'the "{", ".join(fixed)}" parameter of listen {new.text} cannot change on an open '
+            "socket, ignored; restart to apply it"
+        )
+    try:
+        if old is None or (old.rcvbuf, old.sndbuf) != (new.rcvbuf, new.sndbuf):
+            _set_buffers(sock, old, new, log)
+        if old is None or old.so_keepalive != new.so_keepalive:
+            _set_keepalive(sock, new.so_keepalive or model.KeepAlive(on=False))
+    except OSError as err:
+        log.alert(f"setsockopt() on {new.text} failed ({os_error(err)}), ignored")
+    if old is None or old.backlog != new.backlog:
+        _relisten(sock, new, log)
+    if old is not None:
+        log.notice(f"the parameters of listen {new.text} were re-applied")
+
+
+def _set_buffers(
+    sock: socket.socket, old: model.Listen | None, new: model.Listen, log: ErrorLog
+) -> None:
+    for name, option in (("rcvbuf", socket.SO_RCVBUF), ("sndbuf", socket.SO_SNDBUF)):
+        value: int | None = getattr(new, name)
+        if value is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, value)
+        elif old is not None and getattr(old, name) is not None:
+            # The kernel has no "back to the default" for these; only a fresh socket has it.
+            log.warn(f'the "{name}" of listen {new.text} cannot be unset on an open socket')
+
+
+def _relisten(sock: socket.socket, listen: model.Listen, log: ErrorLog) -> None:
+    # Linux takes a second listen() on a listening socket as a new backlog; no connection
+    # in the accept queue is lost.
+    try:
+        sock.listen(listen.backlog)
+    except OSError as err:
+        log.alert(f"listen() to {listen.text}, backlog {listen.backlog} failed ({os_error(err)})")
+
+
+def _protocol(sock: socket.socket) -> int:
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    except OSError:
+        return 0
+
+
+def _normal_host(family: int, host: str) -> str:
+    # "::1" and "0:0::1" are one address; getsockname() prints the short form.
+    if family == socket.AF_UNIX:
+        return host
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, host))
+    except (OSError, ValueError):
+        return host
+
+
+def _describe(sock: socket.socket) -> str:
+    family, host, port = sockaddr_key(sock)
+    if family == socket.AF_UNIX:
+        return f"unix:{host}"
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"

@@ -38,3 +38,50 @@ def read(path: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise PidFileError(f'invalid PID number "{text}" in "{path}"')
     return int(text)
+
+
+OLDBIN = ".oldbin"  # nginx's NGX_OLDPID_EXT
+
+
+class PidFile:
+    """The master's own pid file, which moves aside to ``<path>.oldbin`` during an upgrade.
+
+    The old master renames its file before it starts the new binary, so the new master can
+    write ``path``; if the new master exits, the old one takes ``path`` back. ``remove()`` at
+    exit deletes whichever name this master holds, never the new master's file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.current = path
+
+    @property
+    def oldbin(self) -> str:
+        return self.path + OLDBIN
+
+    def write(self, pid: int) -> None:
+        """Write ``pid`` to ``path``; raises ``OSError``."""
+        write(self.path, pid)
+        self.current = self.path
+
+    def move_aside(self) -> None:
+        """Rename ``path`` to ``path.oldbin`` (USR2); raises ``OSError``."""
+        os.rename(self.path, self.oldbin)
+        self.current = self.oldbin
+
+    def move_back(self) -> None:
+        """Rename ``path.oldbin`` back to ``path`` (the new binary exited); raises ``OSError``."""
+        os.rename(self.oldbin, self.path)
+        self.current = self.path
+
+    def move_to(self, path: str, pid: int) -> None:
+        """A reload named another ``pid`` path: write the new file, then drop the old one."""
+        old = self.current
+        write(path, pid)
+        self.path = self.current = path
+        if old != path:
+            remove(old)
+
+    def remove(self) -> None:
+        """Delete the file this master holds now (``path``, or ``path.oldbin`` mid-upgrade)."""
+        remove(self.current)

@@ -285,6 +285,7 @@ events {{
     worker_connections 512;
 }}
 """
+DEFAULT_WORKERS = 2
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -331,8 +332,14 @@ class Gateway:
     def wait_for_log(self, text: str, timeout: float = 5.0) -> bool:
         return wait_until(lambda: text in self.log_text(), timeout)
 
+    def worker_pids(self) -> list[int]:
+        """The live worker processes (children of the master named in the pid file)."""
+        return children(int((self.error_log.parent / "nginx.pid").read_text()))
 
-def render_config(template: str, values: Mapping[str, str | int]) -> tuple[str, dict[str, int]]:
+
+def render_config(
+    template: str, values: Mapping[str, str | int], workers: int = DEFAULT_WORKERS
+) -> tuple[str, dict[str, int]]:
     """Fill ``%%NAME%%`` placeholders; each unknown ``%%PORT_x%%`` gets a free port."""
     ports: dict[str, int] = {}
 
@@ -345,7 +352,10 @@ def render_config(template: str, values: Mapping[str, str | int]) -> tuple[str, 
         raise KeyError(f"unknown placeholder %%{name}%% in a gateway config")
 
     body = PLACEHOLDER.sub(fill, template)
-    return CONFIG_HEADER + body, ports
+    header = CONFIG_HEADER.replace(
+        f"worker_processes {DEFAULT_WORKERS};", f"worker_processes {workers};"
+    )
+    return header + body, ports
 
 
 @contextlib.contextmanager
@@ -355,13 +365,15 @@ def running_gateway(
     folder: Path,
     values: Mapping[str, str | int],
     ca: Path,
+    *,
+    workers: int = DEFAULT_WORKERS,
 ) -> Iterator[Gateway]:
     """Start ``implementation`` on the rendered template; stop it when the block exits.
 
     Both run the same file with the same ``-p``/``-c``/``-g`` command line; mailgate skips the
-    ``load_module`` line with a warning.
+    ``load_module`` line with a warning. ``workers`` is the ``worker_processes`` count.
     """
-    text, ports = render_config(template, values)
+    text, ports = render_config(template, values, workers)
     conf = folder / "nginx.conf"
     conf.write_text(text)
     listening = [ports[name] for name in LISTEN_PORT.findall(template)]
@@ -382,7 +394,7 @@ def running_gateway(
     )
     try:
         assert wait_until(
-            lambda: _ready(master, 2) and all(nginx.accepts(p) for p in listening),
+            lambda: _ready(master, workers) and all(nginx.accepts(p) for p in listening),
             START_TIMEOUT,
         ), f"mailgate did not start:\n{master.stderr()}\n{master.log()}"
         yield gateway
@@ -391,17 +403,26 @@ def running_gateway(
 
 
 @pytest.fixture(scope="module")
+def gateway_values() -> Mapping[str, str | int]:
+    """Extra ``%%NAME%%`` placeholders for ``GATEWAY_CONFIG``; a module overrides this fixture
+    to give the gateway, say, its own DNS server's address or a client CA file."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def gateway(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     auth_server: AuthServer,
     tls_files: TlsFiles,
+    gateway_values: Mapping[str, str | int],
 ) -> Iterator[Gateway]:
     """The module's ``GATEWAY_CONFIG`` running on nginx or mailgate (the test's parameter).
 
     Placeholders: ``%%PORT_<name>%%`` (a free port; ``gateway.port("<name>")``), ``%%CERT%%``,
     ``%%KEY%%``, ``%%AUTH_HTTP%%`` (the auth server's URL), ``%%DOVECOT_IMAP%%``,
-    ``%%DOVECOT_POP3%%``, ``%%POSTFIX_SMTP%%``.
+    ``%%DOVECOT_POP3%%``, ``%%POSTFIX_SMTP%%``, and whatever the module's ``gateway_values``
+    fixture adds. A module-level ``GATEWAY_WORKERS = N`` sets ``worker_processes`` (default 2).
     """
     implementation: str = request.param
     if implementation == "nginx" and (why := nginx.missing()) is not None:
@@ -413,10 +434,14 @@ def gateway(
         "DOVECOT_IMAP": auth_server.backends["imap"][1],
         "DOVECOT_POP3": auth_server.backends["pop3"][1],
         "POSTFIX_SMTP": auth_server.backends["smtp"][1],
+        **gateway_values,
     }
     folder = tmp_path_factory.mktemp(implementation)
     template: str = request.module.GATEWAY_CONFIG
-    with running_gateway(implementation, template, folder, values, tls_files.ca) as started:
+    workers: int = getattr(request.module, "GATEWAY_WORKERS", DEFAULT_WORKERS)
+    with running_gateway(
+        implementation, template, folder, values, tls_files.ca, workers=workers
+    ) as started:
         yield started
 
 

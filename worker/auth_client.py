@@ -63,7 +63,7 @@ class AuthClient:
     def _connected(self, sock: socket.socket | None, error: str) -> None:
         self._connector = None
         if sock is None:
-            self._finish(TransportError(f"{error} while in http auth state, auth: {self.peer}"))
+            self._finish(TransportError(error))
             return
         self._sock = sock
         self.loop.selector.register(sock, selectors.EVENT_WRITE, self._ready)
@@ -97,7 +97,9 @@ class AuthClient:
 
     def _timed_out(self) -> None:
         self._timer = None
-        self._finish(TransportError(f"auth http server {self.peer} timed out"))
+        self._finish(
+            TransportError(f"auth http server {self.peer} timed out (110: Connection timed out)")
+        )
 
     def _finish(self, outcome: AuthOutcome) -> None:
         if self._done:

@@ -30,6 +30,10 @@ class Connector:
         """Forget the attempt and close its socket; ``on_done`` is not called."""
         self._cleanup(close=True)
 
+    def _error(self, code: int) -> str:
+        """nginx's words: ``connect() to 127.0.0.1:143 failed (111: Connection refused)``."""
+        return f"connect() to {describe(self.target)} failed ({code}: {os.strerror(code)})"
+
     def _start(self, timeout: float) -> None:
         family = socket.AF_UNIX if isinstance(self.target, str) else _family(self.target[0])
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -40,7 +44,7 @@ class Connector:
             self.loop.call_later(0, lambda: self._finish(""))
             return
         if code not in (errno.EINPROGRESS, errno.EAGAIN):
-            self.loop.call_later(0, lambda: self._finish(_connect_error(code)))
+            self.loop.call_later(0, lambda: self._finish(self._error(code)))
             return
         self.loop.selector.register(sock, selectors.EVENT_WRITE, self._writable)
         self._timer = self.loop.call_later(timeout, self._timed_out)
@@ -48,11 +52,11 @@ class Connector:
     def _writable(self, _mask: int) -> None:
         assert self.sock is not None
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._finish(_connect_error(code) if code else "")
+        self._finish(self._error(code) if code else "")
 
     def _timed_out(self) -> None:
         self._timer = None
-        self._finish("timed out")
+        self._finish(self._error(errno.ETIMEDOUT))
 
     def _finish(self, error: str) -> None:
         sock = self.sock
@@ -76,10 +80,6 @@ class Connector:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _connect_error(code: int) -> str:
-    return f"connect() failed ({code}: {os.strerror(code)})"
 
 
 def describe(target: Target) -> str:

@@ -81,6 +81,15 @@ SSL_CTX *SSL_get_SSL_CTX(const SSL *ssl);
 SSL_SESSION *SSL_get_session(const SSL *ssl);
 long SSL_get_verify_result(const SSL *ssl);
 void SSL_SESSION_get0_ticket(const SSL_SESSION *s, const unsigned char **tick, size_t *len);
+
+void SSL_CTX_sess_set_new_cb(SSL_CTX *ctx, int (*new_session_cb)(SSL *, SSL_SESSION *));
+void SSL_CTX_sess_set_remove_cb(SSL_CTX *ctx, void (*remove_session_cb)(SSL_CTX *, SSL_SESSION *));
+void SSL_CTX_sess_set_get_cb(SSL_CTX *ctx,
+    SSL_SESSION *(*get_session_cb)(SSL *, const unsigned char *, int, int *));
+int i2d_SSL_SESSION(const SSL_SESSION *in, unsigned char **pp);
+SSL_SESSION *d2i_SSL_SESSION(SSL_SESSION **a, const unsigned char **pp, long length);
+const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *s, unsigned int *len);
+void SSL_SESSION_free(SSL_SESSION *session);
 """
 
 _CDEF_CRYPTO = """

@@ -155,7 +155,7 @@ class Worker:
         self._close_listeners()
         timeout = self.config.main.worker_shutdown_timeout
         if timeout is not None:
-            self.loop.call_later(timeout, self._close_connections)
+            self.loop.call_later(timeout, self._shutdown_timed_out)
 
     # -- signals -------------------------------------------------------------------------
 
@@ -283,6 +283,13 @@ class Worker:
                 self.loop.selector.unregister(listening.sock)
             listening.sock.close()
         self.listeners.clear()
+
+    def _shutdown_timed_out(self) -> None:
+        # nginx sets c->close on every connection; a mail session then simply ends.
+        if self.loop.connections:
+            count = len(self.loop.connections)
+            self.log.notice(f"worker_shutdown_timeout expired, closing {count} connection(s)")
+        self._close_connections()
 
     def _close_connections(self) -> None:
         for conn in list(self.loop.connections):

@@ -25,7 +25,9 @@ from typing import Protocol as TypingProtocol
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker import auth_http, backend, proxy_protocol, tls_verify
+from mailgate.worker import auth_http, backend, libssl, proxy_protocol, tls_verify
+from mailgate.worker import metrics as worker_metrics
+from mailgate.worker.access_log import AccessLogs, CloseReason, Resumed, SessionRecord
 from mailgate.worker.auth_client import AuthClient, AuthOutcome, TransportError
 from mailgate.worker.auth_http_response import Fail, Invalid, Ok, Wait
 from mailgate.worker.connect import Connector, describe
@@ -51,6 +53,18 @@ from mailgate.worker.stream import Stream
 PROXY_PEEK_RETRY = 0.005  # an incomplete PROXY header is peeked again after this long
 POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
 FINAL_LINE_GRACE = 5.0  # seconds a closing session may spend writing its last line
+# The ``kind`` label of mailgate_tls_handshakes_total; "unknown" for a failed handshake.
+HANDSHAKE_KINDS = {Resumed.NO: "full", Resumed.SESSION_ID: "session_id", Resumed.TICKET: "ticket"}
+UNKNOWN = "unknown"
+AUTH_HTTP_OUTCOMES: dict[type, str] = {
+    Ok: "ok",
+    Fail: "fail",
+    Wait: "wait",
+    Invalid: "invalid",
+    TransportError: "error",
+}
+# A backend that answers the login with an error: the credentials were refused (not a fault).
+BACKEND_REFUSED = "upstream sent invalid response"
 
 
 class SessionLog(TypingProtocol):
@@ -89,6 +103,12 @@ class SessionFactory:
             if index in contexts
         }
         self._numbers = 0
+        self.access_logs = AccessLogs(config.servers, log)
+        # Bound here, before fork, so every worker starts with its listeners' series at 0.
+        self._metrics: dict[int, worker_metrics.ListenerMetrics] = {}
+        for server in config.servers:
+            for listen in server.listens:
+                self.listener_metrics(listen, server)
 
     def __call__(
         self, sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
@@ -98,6 +118,24 @@ class SessionFactory:
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
         return self.contexts.get(id(server))
+
+    def listener_metrics(
+        self, listen: model.Listen, server: model.ServerConfig
+    ) -> worker_metrics.ListenerMetrics:
+        """The listener's metric children, found by the ``Listen`` object (no formatting)."""
+        found = self._metrics.get(id(listen))
+        if found is None:
+            found = worker_metrics.for_listener(listen.text, server.protocol.value)
+            self._metrics[id(listen)] = found
+        return found
+
+    def open_logs(self) -> None:
+        """Open the access logs now: in a new worker, before it drops privileges."""
+        self.access_logs.open_all()
+
+    def reopen(self) -> None:
+        """USR1: reopen the access logs (the worker reopens its error log itself)."""
+        self.access_logs.reopen()
 
     def resolver(self, server: model.ServerConfig, loop: Loop) -> ClientNames | None:
         """The worker's resolver for this server's ``resolver`` settings (None: off).
@@ -130,6 +168,25 @@ def _peer(sock: socket.socket) -> tuple[str, int]:
         return "unix:", 0
     host, port = sock.getpeername()[:2]
     return host, port
+
+
+def _resumed(conn: SSL.Connection, server: model.ServerConfig) -> Resumed:
+    """Full handshake, or which resumption.
+
+    OpenSSL keeps no per-connection note of it, so this reads the settings: TLS 1.3
+    resumes statelessly (a ticket) exactly when tickets are on, otherwise from the cache by
+    session ID; TLS 1.2 with tickets on counts as a ticket, because a client that was given
+    one offers it first (a client without ticket support, resuming by ID on a server that
+    also has a cache, is counted as a ticket too).
+    """
+    if not libssl.session_reused(conn):
+        return Resumed.NO
+    return Resumed.TICKET if server.ssl_session_tickets else Resumed.SESSION_ID
+
+
+def _sni(conn: SSL.Connection) -> str | None:
+    name = conn.get_servername()
+    return None if not name else name.decode("ascii", "backslashreplace")
 
 
 def _local(sock: socket.socket) -> tuple[str, int]:
@@ -179,6 +236,18 @@ class Session:
         self._timer: Timer | None = None
         self._deadline = 0.0
         self._reading_watch = False
+        # Observability: the access-log record, the listener's metrics, and what they time.
+        self.record = SessionRecord(
+            time.time(), self.client_addr, self.client_port, listen.text, server.protocol.value
+        )
+        self.metrics = factory.listener_metrics(listen, server)
+        self.metrics.accepted()
+        self.close_reason: CloseReason | None = None
+        self._started = time.monotonic()
+        self._tls_started: float | None = None  # a handshake is running since then
+        self._auth_started: float | None = None  # an auth_http request is out since then
+        self._relay_base = (0, 0)  # backend bytes (out, in) when the relay started
+        self._client_eof = False
         salt = f"<{random.getrandbits(31)}.{int(time.time())}@{server.server_name}>"
         self.machine = MACHINES[server.protocol](server, salt.encode(), tls=listen.ssl)
         loop.track(self)
@@ -231,9 +300,12 @@ class Session:
             self._timer = self.loop.call_later(left, self._check_timeout)
             return
         if self._login_machine is not None or self._connector is not None:
+            if self._connector is not None:
+                self.metrics.backend_connect_failed()
             self._backend_failed(backend.upstream_timed_out(self.server.protocol))
             return
         self._info("client timed out")
+        self._because(CloseReason.TIMEOUT)
         self.close()
 
     # -- PROXY protocol header (read before anything else, with MSG_PEEK as nginx) -----------
@@ -254,10 +326,12 @@ class Session:
             return
         except OSError as err:
             self._info(f"recv() failed ({err.errno}: {err.strerror})")
+            self._because(CloseReason.CLIENT_CLOSED)
             self.close()
             return
         if not data:
             self._info("client closed connection")
+            self._because(CloseReason.CLIENT_CLOSED)
             self.close()
             return
         result = proxy_protocol.parse_proxy_header(data)
@@ -270,6 +344,7 @@ class Session:
         if isinstance(result, proxy_protocol.BrokenHeader):
             if result.log_message:
                 self._error(result.log_message)
+            self._because(CloseReason.PROXY_PROTOCOL)
             self.close()
             return
         self._unwatch()
@@ -299,6 +374,7 @@ class Session:
             ctx = self.factory.context(self.server)
             assert ctx is not None, "a listen ... ssl server always has a context"
             self.action = "SSL handshaking"
+            self._tls_started = time.monotonic()
             self.stream.start_tls(ctx)
         else:
             self._before_greeting()
@@ -313,18 +389,23 @@ class Session:
         self._pump()
 
     def eof_received(self) -> None:
+        self._client_eof = True
         self.machine.receive_data(b"")
         if self._auth is not None or self._login_machine is not None:
             self._info("client prematurely closed connection")
+            self._because(CloseReason.CLIENT_CLOSED)
             self.close()
             return
         self._pump()
 
     def connection_lost(self, reason: str) -> None:
         self._info(reason)
+        handshaking = self._tls_started is not None
+        self._because(CloseReason.TLS_FAILED if handshaking else CloseReason.CLIENT_CLOSED)
         self.close()
 
     def tls_established(self) -> None:
+        self._handshake_done()
         if not self._client_certificate_ok():
             return
         if self.machine.phase is Phase.STARTTLS:
@@ -345,6 +426,7 @@ class Session:
             return True
         self._info(outcome.log)
         tls_verify.remove_session(self.stream.tls)
+        self._because(CloseReason.CERT_REJECTED)
         cert_error = outcome.reply is tls_verify.VerifyReply.CERT_ERROR
         lines = replies.CERT_ERROR if cert_error else replies.NO_CERT
         self._send_and_close(lines[self.server.protocol])
@@ -419,6 +501,7 @@ class Session:
                 self._start_login(event.credentials)
                 return
             elif isinstance(event, Close):
+                self._because(CloseReason.CLIENT_CLOSED if self._client_eof else CloseReason.QUIT)
                 self._finish_with_flush()
                 return
 
@@ -443,6 +526,7 @@ class Session:
         ctx = self.factory.context(self.server)
         assert ctx is not None, "STARTTLS is only offered with a context"
         self.action = "in starttls state"
+        self._tls_started = time.monotonic()
         stream.start_tls(ctx)
 
     def _finish_with_flush(self) -> None:
@@ -455,6 +539,7 @@ class Session:
     def _start_login(self, credentials: Credentials) -> None:
         self._credentials = credentials
         self.login = credentials.user
+        self.record.login = credentials.user
         self._disarm_timeout()
         target = self.server.proxy_pass
         if target is not None:
@@ -489,6 +574,7 @@ class Session:
             smtp_to=credentials.rcpt_to,
             tls=self._client_tls(),
         )
+        self._auth_started = time.monotonic()
         self._auth = AuthClient(self.loop, self.server, request, self._auth_done)
 
     def _client_tls(self) -> auth_http.ClientTls | None:
@@ -497,6 +583,10 @@ class Session:
 
     def _auth_done(self, outcome: AuthOutcome) -> None:
         self._auth = None
+        if self._auth_started is not None:  # an auth_http answer, not proxy_pass
+            seconds = time.monotonic() - self._auth_started
+            self._auth_started = None
+            worker_metrics.auth_http(AUTH_HTTP_OUTCOMES[type(outcome)], seconds)
         if self.closed:
             return
         if isinstance(outcome, Ok):
@@ -504,10 +594,13 @@ class Session:
         elif isinstance(outcome, Wait):
             self.loop.call_later(outcome.seconds, self._retry_auth)
         elif isinstance(outcome, Fail):
+            self._login_counted(worker_metrics.FAILED)
             self._login_refused(outcome)
         elif isinstance(outcome, Invalid | TransportError):
             if outcome.log_message:
                 self._error(outcome.log_message)
+            self._login_counted(worker_metrics.ERROR)
+            self._because(CloseReason.AUTH_ERROR)
             self._internal_error()
 
     def _retry_auth(self) -> None:
@@ -517,6 +610,7 @@ class Session:
     def _login_refused(self, fail: Fail) -> None:
         self._info(fail.log_message)
         if fail.closes_session:
+            self._because(CloseReason.AUTH_FAILED)
             self._send_and_close(self.machine.login_failed(fail.message, fail.error_code))
             return
         # nginx waits Auth-Wait seconds *before* answering, then lets the client try again.
@@ -546,6 +640,8 @@ class Session:
         assert credentials is not None
         if ok.password is None and self.server.protocol is not model.Protocol.SMTP:
             self._error("no password available for the backend")
+            self._login_counted(worker_metrics.ERROR)
+            self._because(CloseReason.INTERNAL_ERROR)
             self._internal_error()
             return
         self.login = ok.user
@@ -554,6 +650,8 @@ class Session:
             # USER/PASS are lines: a CR or LF from a SASL-decoded password would start a
             # second backend command (nginx sends it verbatim).
             self._error("login or password with CR, LF or NUL cannot be sent to a POP3 backend")
+            self._login_counted(worker_metrics.ERROR)
+            self._because(CloseReason.INTERNAL_ERROR)
             self._internal_error()
             return
         self.action = "connecting to upstream"
@@ -600,7 +698,12 @@ class Session:
         local = _local(self.sock)
         if mode is model.ProxyProtocolOut.V1:
             return proxy_protocol.build_v1(client, local)
-        return proxy_protocol.build_v2(client, local)
+        conn = self.stream.tls if self.stream is not None else None
+        tlvs = None
+        if conn is not None:
+            version, cipher = tls_verify.tls_summary(conn)
+            tlvs = proxy_protocol.TlsTlvs(version, cipher, alpn=conn.get_alpn_proto_negotiated())
+        return proxy_protocol.build_v2(client, local, tlvs)
 
     def _backend_connected(self, sock: socket.socket | None, error: str) -> None:
         self._connector = None
@@ -609,6 +712,7 @@ class Session:
                 sock.close()
             return
         if sock is None:
+            self.metrics.backend_connect_failed()
             self._backend_failed(
                 backend.Failed(self.machine.internal_error(), backend.LogLine("error", error))
             )
@@ -641,6 +745,10 @@ class Session:
         if failed.log is not None:
             log = self._error if failed.log.level == "error" else self._info
             log(failed.log.message)
+        if self._login_machine is not None or self._connector is not None or self.backend:
+            refused = failed.log is not None and failed.log.message.startswith(BACKEND_REFUSED)
+            self._login_counted(worker_metrics.FAILED if refused else worker_metrics.ERROR)
+            self._because(CloseReason.BACKEND_FAILED if refused else CloseReason.BACKEND_ERROR)
         self._login_machine = None
         self._send_and_close(failed.reply)
 
@@ -649,6 +757,8 @@ class Session:
         assert client is not None and upstream is not None
         self._login_machine = None
         self._disarm_timeout()
+        self._login_counted(worker_metrics.OK)
+        self._relay_base = (upstream.bytes_out, upstream.bytes_in)
         self._info("client logged in")
         self.action = "proxying"
         client.write(done.to_client)
@@ -666,6 +776,12 @@ class Session:
         self.relay.start(client_pipelined=pipelined)
 
     def _relay_done(self, reason: str) -> None:
+        if not reason:
+            self._because(CloseReason.PROXIED)
+        elif reason == "timed out":
+            self._because(CloseReason.TIMEOUT)
+        else:
+            self._because(CloseReason.RELAY_ERROR)
         if reason:
             self._info(reason)
         self._info("proxied session done")
@@ -678,6 +794,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._because(CloseReason.SHUTDOWN)  # nothing said why: closed from outside
         self._disarm_timeout()
         if self._cancel_lookup is not None:
             self._cancel_lookup()
@@ -703,6 +820,60 @@ class Session:
             else:
                 self.stream.close()
         self.loop.untrack(self)
+        self._account()
+
+    # -- observability ------------------------------------------------------------------------
+
+    def _because(self, reason: CloseReason) -> None:
+        """Note why the session ends; the first reason given wins."""
+        if self.close_reason is None:
+            self.close_reason = reason
+
+    def _handshake_done(self) -> None:
+        conn = self.stream.tls if self.stream is not None else None
+        if conn is None or self._tls_started is None:
+            return
+        seconds = time.monotonic() - self._tls_started
+        self._tls_started = None
+        rec = self.record
+        rec.tls_version, cipher = tls_verify.tls_summary(conn)
+        rec.cipher = cipher or None
+        rec.resumed = _resumed(conn, self.server)
+        rec.handshake = seconds
+        rec.sni = _sni(conn)
+        self.metrics.handshake(True, rec.tls_version, HANDSHAKE_KINDS[rec.resumed], seconds)
+
+    def _login_counted(self, outcome: str) -> None:
+        """One login attempt ended: ok (relaying), failed (refused) or error."""
+        credentials = self._credentials
+        if credentials is None:
+            return
+        self.metrics.login(credentials.method, outcome)
+        self.record.auth = outcome
+        self._credentials = None if outcome != worker_metrics.FAILED else credentials
+
+    def _account(self) -> None:
+        """At close: the failed handshake, relayed bytes, the close reason, the access log."""
+        if self._tls_started is not None:
+            self._tls_started = None
+            self.metrics.handshake(False, UNKNOWN, UNKNOWN, None)
+        if self.relay is not None and self.backend is not None:
+            out_base, in_base = self._relay_base
+            self.metrics.relayed(
+                self.backend.bytes_out - out_base, self.backend.bytes_in - in_base
+            )
+        reason = self.close_reason or CloseReason.SHUTDOWN
+        self.metrics.closed(reason.value)
+        if not self.factory.access_logs.enabled(self.server):
+            return
+        rec = self.record
+        rec.client_addr, rec.client_port = self.client_addr, self.client_port
+        rec.upstream = self.upstream
+        if self.stream is not None:
+            rec.bytes_in, rec.bytes_out = self.stream.bytes_in, self.stream.bytes_out
+        rec.duration = time.monotonic() - self._started
+        rec.reason = reason
+        self.factory.access_logs.write(self.server, rec)
 
     def _flushing(self) -> bool:
         """A final line is still being written; the stream closes itself when it is sent."""

@@ -67,7 +67,7 @@ def load_keys(paths: Sequence[str]) -> list[TicketKey]:
 
 
 @dataclass(slots=True)
-class _NativeKey:
+class NativeKey:
     """A key's C-side buffers, built once so the callback allocates nothing per ticket."""
 
     name: bytes
@@ -77,7 +77,7 @@ class _NativeKey:
     owned: list[Any]
 
 
-def _native_key(key: TicketKey) -> _NativeKey:
+def native_key(key: TicketKey) -> NativeKey:
     ffi, _, crypto = libssl.native()
     cipher = crypto.EVP_aes_128_cbc() if len(key.aes_key) == 16 else crypto.EVP_aes_256_cbc()
     hmac_key = ffi.new("unsigned char[]", key.hmac_key)
@@ -93,7 +93,7 @@ def _native_key(key: TicketKey) -> _NativeKey:
         param.return_size = OSSL_PARAM_UNMODIFIED
     params[2].key = ffi.NULL  # OSSL_PARAM_END
     aes_key = ffi.new("unsigned char[]", key.aes_key)
-    return _NativeKey(key.name, cipher, aes_key, params, [hmac_key, digest, *names])
+    return NativeKey(key.name, cipher, aes_key, params, [hmac_key, digest, *names])
 
 
 def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
@@ -101,7 +101,7 @@ def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
     if not keys:
         return
     ffi, ssl_lib, crypto = libssl.native()
-    native = [_native_key(key) for key in keys]
+    native = [native_key(key) for key in keys]
     index: dict[bytes, int] = {}
     for i, key in enumerate(native):
         index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx

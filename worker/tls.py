@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
 
 from mailgate.config import model
-from mailgate.worker import libssl, ticket_keys, tls_params, tls_verify
+from mailgate.shm import zones
+from mailgate.worker import (
+    libssl,
+    session_cache,
+    shared_tickets,
+    ticket_keys,
+    tls_params,
+    tls_verify,
+)
 from mailgate.worker.tls_errors import TLSConfigError
 
 _PEM_CERT = re.compile(
@@ -38,6 +46,12 @@ _PROTOCOL_OFF_OPTIONS = {
 # pyOpenSSL exports SSL_MODE_RELEASE_BUFFERS but not this one; a non-blocking writer retries
 # with a fresh slice of the same bytes, so OpenSSL must not insist on the same pointer.
 _MODE_ACCEPT_MOVING_WRITE_BUFFER = 0x2
+
+# SSL_OP_IGNORE_UNEXPECTED_EOF (OpenSSL 3.0, set by nginx too): a client that drops TCP without
+# close_notify reads as a plain EOF. Without it OpenSSL treats that EOF as a fatal error, and a
+# fatal alert removes the session from the cache (ssl3_send_alert): mail clients rarely send
+# close_notify, so most sessions would never resume.
+_OP_IGNORE_UNEXPECTED_EOF = 1 << 7
 
 
 # ngx_mail_ssl_sess_id_ctx: the string that starts every mail session ID context.
@@ -65,6 +79,7 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     # Released buffers keep an idle TLS connection small (the memory-per-connection target).
     ctx.set_mode(_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL.MODE_RELEASE_BUFFERS)
+    ctx.set_options(_OP_IGNORE_UNEXPECTED_EOF)
     _apply_protocols(ctx, server.ssl_protocols)
     tls_params.apply_alpn(ctx, server.protocol)
     _apply_ciphers(ctx, server)
@@ -73,24 +88,25 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     tls_verify.apply_verification(ctx, server)
     tls_params.apply_dhparam(ctx, server.ssl_dhparam)
     tls_params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
-    _apply_session_cache(ctx, server, leaves)
+    zone = _apply_session_cache(ctx, server, leaves)
     if not server.ssl_session_tickets:
         ctx.set_options(SSL.OP_NO_TICKET)
     ticket_keys.install(ctx, ticket_keys.load_keys(server.ssl_session_ticket_key))
+    if zone is not None and server.ssl_session_tickets and not server.ssl_session_ticket_key:
+        # nginx 1.23.2: no key files but a shared zone, so the zone holds rotating keys.
+        # Without either, OpenSSL's own random keys serve: made here with the context, in
+        # the master before fork, so every worker of a generation shares them.
+        shared_tickets.install(ctx, zone, int(server.ssl_session_timeout))
     tls_params.apply_conf_commands(ctx, server.ssl_conf_command)
     return ctx
 
 
 def notes(server: model.ServerConfig) -> tuple[str, ...]:
-    """Warnings for the log about settings that :func:`build_context` runs as a fallback."""
-    cache = server.ssl_session_cache
-    if cache.shared_name is None or cache.off:
-        return ()
-    return (
-        f'ssl_session_cache "shared:{cache.shared_name}" is not implemented yet; '
-        f"each worker keeps a builtin cache of {_builtin_size(cache)} sessions instead "
-        f"in {server.source}",
-    )
+    """Warnings for the log about settings that :func:`build_context` runs as a fallback.
+
+    None are left: ``shared:`` zones are real since the shared-memory session cache.
+    """
+    return ()
 
 
 def _apply_certificates(ctx: SSL.Context, server: model.ServerConfig) -> list[x509.Certificate]:
@@ -120,24 +136,35 @@ def _builtin_size(cache: model.SessionCache) -> int:
 
 def _apply_session_cache(
     ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
-) -> None:
-    """``ngx_ssl_session_cache``: timeout, session ID context, then the cache mode."""
+) -> zones.Zone | None:
+    """``ngx_ssl_session_cache``: timeout, session ID context, then the cache mode.
+
+    Returns the shared zone, if the server names one. The master attached it before this
+    runs (``master/zones.py``); otherwise (tests) it is attached here, for this process.
+    """
     ctx.set_timeout(int(server.ssl_session_timeout))
     ctx.set_session_id(_session_id_context(ctx, leaves))
     cache = server.ssl_session_cache
     if cache.off:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        return
+        return None
+    if cache.shared_name is not None:
+        try:
+            zone = zones.registry.zone(cache.shared_name, cache.shared_size)
+        except zones.ZoneError as err:
+            raise TLSConfigError(f"{err} in {server.source}") from err
+        session_cache.install(ctx, server, zone)
+        return zone
     if not cache.builtin and cache.shared_name is None:
         # "none": promise resumption but store nothing; Outlook Express needs the promise.
         ctx.set_session_cache_mode(
             SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_AUTO_CLEAR | SSL.SESS_CACHE_NO_INTERNAL_STORE
         )
         _set_cache_size(ctx, 1)
-        return
-    # builtin, or shared (which falls back to builtin until the shared zone exists; see notes)
+        return None
     ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     _set_cache_size(ctx, _builtin_size(cache))
+    return None
 
 
 def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:

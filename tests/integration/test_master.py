@@ -176,12 +176,6 @@ def test_usr1_reopens_the_error_log(mailgate: type[Master]) -> None:
     assert "signal 10 (SIGUSR1) received, reopening logs" in rotated.read_text()
 
 
-def test_usr2_says_binary_upgrade_is_not_supported_yet(mailgate: type[Master]) -> None:
-    master = mailgate()
-    master.signal(signal.SIGUSR2)
-    assert wait_until(lambda: "binary upgrade is not supported yet" in master.log())
-
-
 def test_bind_failure_is_reported_like_nginx(mailgate: type[Master]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -17,11 +17,14 @@ import contextlib
 import hashlib
 import hmac
 import http.server
+import os
+import socketserver
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 from tests.servers.ports import LOOPBACK
@@ -135,7 +138,7 @@ class _RecordingReader:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
+    server: _Server | _UnixServer
     protocol_version = "HTTP/1.0"
 
     def setup(self) -> None:
@@ -172,6 +175,16 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, owner: AuthServer) -> None:
         super().__init__((LOOPBACK, 0), _Handler)
+        self.owner = owner
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The same handler on a unix socket (``auth_http unix:/path:/uri``)."""
+
+    daemon_threads = True
+
+    def __init__(self, owner: AuthServer, path: Path) -> None:
+        super().__init__(str(path), _Handler)
         self.owner = owner
 
 
@@ -297,3 +310,22 @@ def running_auth_server(
         http_server.shutdown()
         http_server.server_close()
         thread.join(5)
+
+
+@contextlib.contextmanager
+def serving_on_unix(server: AuthServer, path: Path) -> Iterator[str]:
+    """Also serve ``server`` (same table, same recorder) on the unix socket ``path``.
+
+    Yields the ``auth_http`` URL. The socket is world-writable: nginx's workers run as nobody.
+    """
+    unix_server = _UnixServer(server, path)
+    os.chmod(path, 0o666)
+    thread = threading.Thread(target=unix_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"unix:{path}:/auth"
+    finally:
+        unix_server.shutdown()
+        unix_server.server_close()
+        thread.join(5)
+        path.unlink(missing_ok=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from mailgate.config import model
 from mailgate.master.arbiter import Arbiter, ReloadError, WorkerRecord
-from mailgate.master.log import ErrorLog
+from mailgate.master.generation import Generation
+from mailgate.master.log import ErrorLog, Level
+from mailgate.master.pidfile import PidFile
 from mailgate.worker.process import BOOT_ERROR
 
 
@@ -19,7 +22,7 @@ def make_arbiter() -> Arbiter:
     def no_reload() -> tuple[model.Config, dict[int, object]]:
         raise ReloadError("not in this test")
 
-    return Arbiter(config, [], log, contexts={}, reload=no_reload, argv=["mailgate"])
+    return Arbiter(Generation(0, config, {}, []), log, reload=no_reload, argv=["mailgate"])
 
 
 def exited_child(code: int, arbiter: Arbiter, age: float = 0.0) -> int:
@@ -56,3 +59,39 @@ def test_boot_error_stops_the_master() -> None:
     exited_child(BOOT_ERROR, arbiter)
     arbiter.reap_workers()
     assert (arbiter.terminating, arbiter.exit_code) == (True, 1)
+
+
+def test_usr2_is_ignored_while_a_new_binary_runs(tmp_path: Path) -> None:
+    arbiter = make_arbiter()
+    arbiter.log = ErrorLog([(str(tmp_path / "e.log"), Level.NOTICE)])
+    arbiter.new_binary = 4242
+    arbiter.handle_usr2()
+    text = (tmp_path / "e.log").read_text()
+    assert "signal 12 (SIGUSR2) received, ignoring" in text
+    assert "a new binary process 4242 is already running" in text
+
+
+def test_winch_is_ignored_in_the_foreground_unless_an_upgrade_runs() -> None:
+    arbiter = make_arbiter()
+    arbiter.handle_winch()
+    assert not arbiter.noaccepting
+    arbiter.new_binary = 4242
+    arbiter.handle_winch()
+    assert arbiter.noaccepting
+
+
+def test_exit_of_the_new_binary_gives_back_the_pid_file_and_the_workers(tmp_path: Path) -> None:
+    arbiter = make_arbiter()
+    path = tmp_path / "m.pid"
+    arbiter.pidfile = PidFile(str(path))
+    arbiter.pidfile.write(os.getpid())
+    arbiter.pidfile.move_aside()
+    arbiter.noaccepting = True  # WINCH stopped our workers
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1)
+    arbiter.new_binary = pid
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    arbiter.reap_workers()
+    assert (arbiter.new_binary, arbiter.noaccepting) == (0, False)
+    assert path.read_text() == f"{os.getpid()}\n"

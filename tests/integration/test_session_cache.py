@@ -1,0 +1,323 @@
+"""Session resumption across the real master's workers: shared zones, tickets, reloads.
+
+A plain IMAP server with ``listen ... ssl`` completes the handshake and sends the greeting,
+which is all a resumption needs. Which worker served a connection comes from ``ss -tnpH``
+(the pid holding the accepted socket); each test connects until it has landed on every one.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.shm import segment, zones
+from tests.conftest import Master, TlsFiles, _ready, free_port, spawn_master, wait_until
+
+pytestmark = pytest.mark.slow
+
+MAX_CONNECTS = 60
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_zones() -> Iterator[None]:
+    """The ``mailgate`` fixture ends masters with SIGKILL, a crash: reclaim what they left."""
+    yield
+    for name in segment.instance_segments(""):
+        zones.remove_orphan(name)
+
+
+CONFIG = """\
+daemon off;
+worker_processes {workers};
+error_log {{log}} info;
+pid {{pid}};
+events {{{{
+    worker_connections 64;
+}}}}
+mail {{{{
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    {cache}
+    server {{{{
+        listen 127.0.0.1:{{port}} ssl;
+        protocol imap;
+        proxy_pass 127.0.0.1:1;
+    }}}}
+}}}}
+"""
+
+
+def start(mailgate: Callable[..., Master], tls_files: TlsFiles, workers: int, cache: str) -> Master:
+    text = CONFIG.format(workers=workers, cert=tls_files.cert, key=tls_files.key, cache=cache)
+    return mailgate(text=text, workers=workers)
+
+
+def serving_pid(port: int, client_port: int) -> int:
+    """The pid that holds the server side of our connection."""
+    query = f"( sport = :{port} and dport = :{client_port} )"
+    for _ in range(50):
+        out = subprocess.run(
+            ["ss", "-tnpH", "state", "established", query],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        found = re.search(r"pid=(\d+)", out)
+        if found:
+            return int(found.group(1))
+        time.sleep(0.01)
+    raise AssertionError(f"no server socket for client port {client_port}")
+
+
+def client_context(tls_files: TlsFiles, version: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+    ctx.maximum_version = version
+    return ctx
+
+
+def connect(
+    master: Master, ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bool, ssl.SSLSession, int]:
+    """One connection: (resumed, the session to offer next, the worker's pid)."""
+    raw = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
+        pid = serving_pid(master.port, sock.getsockname()[1])
+        assert sock.recv(100).startswith(b"* OK")  # TLS 1.3 tickets arrive before it
+        reused = sock.session_reused
+        assert sock.session is not None
+        return reused, sock.session, pid
+
+
+def resume_on_every_worker(master: Master, ctx: ssl.SSLContext, *, chain: bool = False) -> set[int]:
+    """Offer one session (or, with ``chain``, each connection's) until every worker took one."""
+    workers = set(master.workers())
+    reused, session, _ = connect(master, ctx, None)
+    assert not reused
+    served: set[int] = set()
+    for _ in range(MAX_CONNECTS):
+        reused, newer, pid = connect(master, ctx, session)
+        assert reused, f"worker {pid} did not resume ({len(served)} workers did)"
+        served.add(pid)
+        if chain:
+            session = newer
+        if served >= workers:
+            return served
+    raise AssertionError(f"only reached workers {served} of {workers}")
+
+
+TLS12 = ssl.TLSVersion.TLSv1_2
+TLS13 = ssl.TLSVersion.TLSv1_3
+SHARED = "ssl_session_cache shared:SSL:1m;"
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize(
+    ("version", "tickets"),
+    [(TLS12, "off"), (TLS12, "on"), (TLS13, "on"), (TLS13, "off")],
+    ids=["tls12-ids", "tls12-tickets", "tls13-tickets", "tls13-stateful"],
+)
+def test_every_worker_resumes_from_the_shared_zone(
+    mailgate: Callable[..., Master],
+    tls_files: TlsFiles,
+    workers: int,
+    version: ssl.TLSVersion,
+    tickets: str,
+) -> None:
+    cache = f"{SHARED} ssl_session_tickets {tickets};"
+    master = start(mailgate, tls_files, workers, cache)
+    ctx = client_context(tls_files, version)
+    resume_on_every_worker(master, ctx, chain=version is TLS13 and tickets == "off")
+
+
+@pytest.mark.parametrize(
+    ("version", "tickets"),
+    [(TLS12, "off"), (TLS13, "on")],
+    ids=["tls12-ids", "tls13-tickets"],
+)
+def test_sessions_survive_a_reload(
+    mailgate: Callable[..., Master], tls_files: TlsFiles, version: ssl.TLSVersion, tickets: str
+) -> None:
+    master = start(mailgate, tls_files, 2, f"{SHARED} ssl_session_tickets {tickets};")
+    ctx = client_context(tls_files, version)
+    _, session, _ = connect(master, ctx, None)
+    old = set(master.workers())
+    master.signal(signal.SIGHUP)
+    assert wait_until(lambda: not (set(master.workers()) & old) and len(master.workers()) == 2)
+    reused, _, _ = connect(master, ctx, session)
+    assert reused
+    resume_on_every_worker(master, ctx)
+
+
+def test_builtin_resumes_only_within_one_worker(
+    mailgate: Callable[..., Master], tls_files: TlsFiles
+) -> None:
+    master = start(mailgate, tls_files, 2, "ssl_session_cache builtin; ssl_session_tickets off;")
+    ctx = client_context(tls_files, TLS12)
+    _, session, first = connect(master, ctx, None)
+    seen: dict[int, bool] = {}
+    for _ in range(MAX_CONNECTS):
+        reused, _, pid = connect(master, ctx, session)
+        seen.setdefault(pid, reused)
+        assert reused is (pid == first)
+        if len(seen) == 2:
+            return
+    raise AssertionError(f"reached only {seen}")
+
+
+@pytest.mark.parametrize("cache", ["off", "none"])
+def test_off_and_none_resume_by_ticket_only(
+    mailgate: Callable[..., Master], tls_files: TlsFiles, cache: str
+) -> None:
+    """nginx: no session IDs are kept; tickets (keys made before fork) work on every worker."""
+    master = start(mailgate, tls_files, 2, f"ssl_session_cache {cache}; ssl_session_tickets off;")
+    ctx = client_context(tls_files, TLS12)
+    _, session, _ = connect(master, ctx, None)
+    assert not any(connect(master, ctx, session)[0] for _ in range(6))
+    master = start(mailgate, tls_files, 2, f"ssl_session_cache {cache};")
+    resume_on_every_worker(master, ctx)
+
+
+def test_client_dropping_tcp_without_close_notify_still_resumes(
+    mailgate: Callable[..., Master], tls_files: TlsFiles
+) -> None:
+    master = start(mailgate, tls_files, 2, f"{SHARED} ssl_session_tickets off;")
+    ctx = client_context(tls_files, TLS12)
+    raw = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    assert sock.recv(100).startswith(b"* OK")
+    session = sock.session
+    # RST, no close_notify: the worker frees an SSL that was never shut down.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    socket.socket(fileno=sock.detach()).close()
+    time.sleep(0.2)
+    resume_on_every_worker_from(master, ctx, session)
+
+
+def resume_on_every_worker_from(
+    master: Master, ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> None:
+    workers, served = set(master.workers()), set()
+    for _ in range(MAX_CONNECTS):
+        reused, _, pid = connect(master, ctx, session)
+        assert reused
+        served.add(pid)
+        if served >= workers:
+            return
+    raise AssertionError(f"only reached {served}")
+
+
+# -- openssl s_client -sess_out / -sess_in chains ------------------------------------------
+
+
+def s_client(master: Master, tls_files: TlsFiles, *args: str) -> tuple[str, int]:
+    """One s_client connection, held open until ``ss`` has named the worker."""
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{master.port}"]
+    argv += ["-CAfile", str(tls_files.ca), "-servername", "localhost", *args]
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("* OK"):
+                break
+        pids = _established_pids(master.port)
+        proc.stdin.close()
+        out = "".join(lines) + proc.stdout.read()
+        proc.wait(10)
+    assert len(pids) == 1, (pids, out)
+    return out, pids.pop()
+
+
+def _established_pids(port: int) -> set[int]:
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize(
+    ("args", "tickets"),
+    [
+        (("-tls1_2", "-no_ticket"), "off"),
+        (("-tls1_2",), "on"),
+        (("-tls1_3",), "on"),
+        (("-tls1_3",), "off"),
+    ],
+    ids=["tls12-ids", "tls12-tickets", "tls13-tickets", "tls13-stateful"],
+)
+def test_s_client_chain_resumes_on_every_worker(
+    mailgate: Callable[..., Master],
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    *,
+    workers: int,
+    args: tuple[str, ...],
+    tickets: str,
+) -> None:
+    master = start(mailgate, tls_files, workers, f"{SHARED} ssl_session_tickets {tickets};")
+    session = str(tmp_path / "session.pem")
+    out, _ = s_client(master, tls_files, *args, "-sess_out", session)
+    assert "New," in out
+    served: set[int] = set()
+    for _ in range(MAX_CONNECTS):
+        out, pid = s_client(master, tls_files, *args, "-sess_in", session, "-sess_out", session)
+        assert "Reused," in out, out
+        served.add(pid)
+        if served >= set(master.workers()):
+            return
+    raise AssertionError(f"only reached {served}")
+
+
+# -- a second master of the same instance (what an upgrade's new master does) ------------------
+
+
+def test_a_second_master_of_the_instance_attaches_and_the_last_one_unlinks(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """Same prefix and configuration path: the new master finds the old one's zone by name;
+    the old one leaving does not unlink it; the last one's cold stop does."""
+    conf = tmp_path / "mailgate.conf"
+    instance = segment.instance_id(str(tmp_path), str(conf))
+    masters = []
+    try:
+        for n in range(2):
+            port, pid, log = free_port(), tmp_path / f"m{n}.pid", tmp_path / f"m{n}.log"
+            body = CONFIG.format(
+                workers=2, cert=tls_files.cert, key=tls_files.key, cache=SHARED
+            ).format(port=port, pid=pid, log=log)
+            conf.write_text(body)  # the same file for both: the same instance
+            proc = spawn_master(["-c", str(conf)], tmp_path / f"stderr{n}.txt")
+            master = Master(proc, conf, pid, log, tmp_path / f"stderr{n}.txt", port)
+            masters.append(master)
+            assert wait_until(lambda m=master: _ready(m, 2), 10), master.log()
+            if n == 0:
+                ctx = client_context(tls_files, TLS12)
+                ctx.options |= ssl.OP_NO_TICKET
+                _, session, _ = connect(master, ctx, None)
+        old, new = masters
+        assert connect(new, ctx, session)[0]  # stored by the old master's workers
+        old.signal(signal.SIGQUIT)
+        old.wait(10)
+        assert segment.instance_segments(instance)  # the new master still uses it
+        assert connect(new, ctx, session)[0]
+        new.signal(signal.SIGQUIT)
+        new.wait(10)
+        assert segment.instance_segments(instance) == []
+    finally:
+        for master in masters:
+            if master.proc.poll() is None:
+                master.kill()

@@ -1,0 +1,113 @@
+"""Session-ticket keys kept in a shared zone (no ``ssl_session_ticket_key`` files).
+
+The keys and their rotation live in :mod:`mailgate.shm.ticket_keys`. Each worker keeps a copy
+and syncs it under the zone lock only when the current key's expiry must be pushed forward or
+the previous key may have expired, at most about once a second, as nginx does. A ticket whose
+key name the copy does not know triggers one sync before it is refused, so a worker that has
+not yet seen another worker's rotation still opens that worker's tickets.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from OpenSSL import SSL
+
+from mailgate.shm.ticket_keys import SharedKey
+from mailgate.shm.zones import Zone
+from mailgate.worker import libssl, ticket_keys
+from mailgate.worker.tls_errors import TLSConfigError
+
+_NO_TICKET = 0
+_OK = 1
+clock = time.time  # seconds; the rotation tests move it
+_OK_RENEW = 2
+
+
+class SharedKeys:
+    """This worker's copy of a zone's current, previous and next keys."""
+
+    def __init__(self, zone: Zone, timeout: int) -> None:
+        self.zone = zone
+        self.timeout = timeout
+        self.keys: list[SharedKey] = []
+        self._native: dict[bytes, ticket_keys.NativeKey] = {}
+
+    def current(self, now: int, force: bool = False) -> list[SharedKey]:
+        keys = self.keys
+        if force or not keys or keys[0].expire < now + self.timeout or keys[1].expire < now:
+            keys = self.keys = self.zone.ticket_keys(now, self.timeout)
+            names = {key.name for key in keys}
+            self._native = {n: k for n, k in self._native.items() if n in names}
+        return keys
+
+    def native(self, key: SharedKey) -> ticket_keys.NativeKey:
+        found = self._native.get(key.name)
+        if found is None:
+            found = ticket_keys.native_key(
+                ticket_keys.TicketKey(key.name, aes_key=key.aes_key, hmac_key=key.hmac_key)
+            )
+            self._native[key.name] = found
+        return found
+
+    def find(self, name: bytes, now: int) -> int | None:
+        """Index of the key named ``name`` (0 current, 1 previous, 2 next), after a resync."""
+        for force in (False, True):
+            for i, key in enumerate(self.current(now, force)):
+                if key.name == name:
+                    return i
+        return None
+
+
+def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
+    """Seal and open the tickets of ``ctx`` with the zone's keys."""
+    ssl_lib = libssl.native()[1]
+    keys, callback = _callback(zone, timeout)
+    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
+        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
+    return keys
+
+
+# One per zone and timeout for the life of the process (like the session callbacks): every
+# context of every generation on that zone shares the worker's copy of the keys.
+@functools.cache
+def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
+    ffi, ssl_lib, crypto = libssl.native()
+    keys = SharedKeys(zone, timeout)
+
+    def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
+        key = keys.native(keys.current(int(clock()))[0])
+        if crypto.RAND_bytes(iv, ticket_keys.IV_SIZE) != 1:
+            return -1
+        if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
+            return -1
+        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
+            return -1
+        ffi.memmove(name, key.name, ticket_keys.NAME_SIZE)
+        return _OK
+
+    def open_(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
+        now = int(clock())
+        i = keys.find(bytes(ffi.buffer(name, ticket_keys.NAME_SIZE)), now)
+        if i is None:
+            return _NO_TICKET
+        key = keys.native(keys.keys[i])
+        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
+            return -1
+        if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
+            return -1
+        if i != 0 or ssl_lib.SSL_version(ssl) == ticket_keys.TLS1_3_VERSION:
+            return _OK_RENEW  # move the client to the current key; TLS 1.3: always (nginx)
+        return _OK
+
+    def dispatch(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any, enc: int) -> int:  # noqa: PLR0917 (C signature)
+        return seal(name, iv, cctx, hctx) if enc == 1 else open_(ssl, name, iv, cctx, hctx)
+
+    callback = ffi.callback(
+        "int(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int)",
+        dispatch,
+        error=_NO_TICKET,
+    )
+    return keys, callback
