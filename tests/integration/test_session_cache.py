@@ -7,6 +7,8 @@ which is all a resumption needs. Which worker served a connection comes from ``s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import socket
@@ -19,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from mailgate.shm import segment, zones
-from tests.conftest import Master, TlsFiles, _ready, free_port, spawn_master, wait_until
+from tests.conftest import (
+    Master,
+    TlsFiles,
+    _ready,
+    children,
+    free_port,
+    spawn_master,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -321,3 +331,46 @@ def test_a_second_master_of_the_instance_attaches_and_the_last_one_unlinks(
         for master in masters:
             if master.proc.poll() is None:
                 master.kill()
+
+
+@pytest.mark.parametrize(
+    ("version", "tickets"),
+    [(TLS12, "off"), (TLS12, "on")],
+    ids=["tls12-ids", "tls12-tickets"],
+)
+def test_sessions_survive_a_binary_upgrade(
+    mailgate: Callable[..., Master], tls_files: TlsFiles, version: ssl.TLSVersion, tickets: str
+) -> None:
+    """Beyond nginx: the new master attaches to the old one's zone (and its ticket keys)."""
+    master = start(mailgate, tls_files, 2, f"{SHARED} ssl_session_tickets {tickets};")
+    ctx = client_context(tls_files, version)
+    _, session, _ = connect(master, ctx, None)
+    old = master.pid
+    master.signal(signal.SIGUSR2)
+    assert wait_until(lambda: _pid_file(master) not in (None, old), 10), master.log()
+    new = _pid_file(master)
+    assert new is not None
+    try:
+        assert wait_until(lambda: len(children(new)) == 2, 10), master.log()
+        os.kill(old, signal.SIGWINCH)  # master.pid now reads the new master's pid file
+        os.kill(old, signal.SIGQUIT)
+        assert master.wait(10) == 0
+        served: set[int] = set()
+        for _ in range(MAX_CONNECTS):
+            reused, _, pid = connect(master, ctx, session)
+            assert reused, f"new worker {pid} did not resume"
+            served.add(pid)
+            if served >= set(children(new)):
+                break
+        assert served == set(children(new))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(new, signal.SIGKILL)
+
+
+def _pid_file(master: Master) -> int | None:
+    try:
+        text = master.pid_path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
