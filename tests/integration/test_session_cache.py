@@ -374,3 +374,24 @@ def _pid_file(master: Master) -> int | None:
     except FileNotFoundError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def test_ticket_made_under_key_a_resumes_after_the_keys_become_b_a(
+    mailgate: Callable[..., Master], tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
+    key_a.write_bytes(os.urandom(80))
+    key_b.write_bytes(os.urandom(48))
+    master = start(mailgate, tls_files, 2, f"ssl_session_ticket_key {key_a};")
+    ctx = client_context(tls_files, TLS12)
+    _, session, _ = connect(master, ctx, None)
+    text = master.conf.read_text()
+    rotated = f"ssl_session_ticket_key {key_b}; ssl_session_ticket_key {key_a};"
+    master.conf.write_text(text.replace(f"ssl_session_ticket_key {key_a};", rotated))
+    old = set(master.workers())
+    master.signal(signal.SIGHUP)
+    assert wait_until(lambda: not (set(master.workers()) & old) and len(master.workers()) == 2)
+    reused, renewed, _ = connect(master, ctx, session)
+    assert reused, master.log()
+    reused, _, _ = connect(master, ctx, renewed)
+    assert reused
