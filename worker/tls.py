@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PRIVATE_KEY_TYPES as PrivateKey
 from OpenSSL import SSL, crypto
 
 from mailgate.config import model
@@ -255,18 +256,7 @@ def _use_key(ctx: SSL.Context, value: str, passwords: list[bytes | None]) -> Non
             "supported by mailgate; use a PEM file or data:"
         )
     data = _read_value(value, "certificate key", "BIO_new_file()")
-    last_error: Exception | None = None
-    for password in passwords:
-        try:
-            key = serialization.load_pem_private_key(data, password)
-            break
-        except (ValueError, TypeError) as err:  # TypeError: encrypted key, no password given
-            last_error = err
-    else:
-        raise TLSConfigError(
-            f'cannot load certificate key "{_display(value)}": '
-            f"PEM_read_bio_PrivateKey() failed ({last_error})"
-        )
+    key = _load_key(data, value, passwords)
     try:
         ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
         ctx.check_privatekey()
@@ -274,6 +264,26 @@ def _use_key(ctx: SSL.Context, value: str, passwords: list[bytes | None]) -> Non
         raise TLSConfigError(
             f'SSL_CTX_use_PrivateKey("{_display(value)}") failed (SSL: key values mismatch)'
         ) from err
+
+
+def _load_key(data: bytes, value: str, passwords: list[bytes | None]) -> PrivateKey:
+    """Decrypt with each ``ssl_password_file`` line in turn, but only when the key is
+    encrypted: like OpenSSL's password callback, a password file never breaks a plain key."""
+    attempts: list[bytes | None] = [None, *(p for p in passwords if p is not None)]
+    reason = ""
+    for password in attempts:
+        try:
+            return serialization.load_pem_private_key(data, password)
+        except TypeError as err:  # encrypted and no password yet, or the reverse
+            reason = str(err)
+        except ValueError as err:  # a wrong password, or no key at all
+            reason = str(err.args[0]) if err.args else "bad key"
+            if password is None:
+                break  # a plain key that does not parse: passwords will not help
+    raise TLSConfigError(
+        f'cannot load certificate key "{_display(value)}": '
+        f"PEM_read_bio_PrivateKey() failed (SSL: {reason})"
+    )
 
 
 def _apply_protocols(ctx: SSL.Context, protocols: tuple[str, ...]) -> None:
