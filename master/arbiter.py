@@ -21,7 +21,9 @@ from mailgate.master import generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, os_error
+from mailgate.master.metrics import MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
+from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.process import (
     BOOT_ERROR,
     Handler,
@@ -75,6 +77,7 @@ class Arbiter:
         pidfile: PidFile | None = None,
         old_master: int = 0,
         handler: Handler | None = None,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.current = current
         self.log = log
@@ -84,6 +87,7 @@ class Arbiter:
         self.pidfile = pidfile
         self.old_master = old_master
         self.handler = handler
+        self.metrics = metrics or MetricsServer(log)  # unconfigured: serves nothing
         self.new_binary = 0
         self.workers: dict[int, WorkerRecord] = {}
         self.exit_code = 0
@@ -129,6 +133,7 @@ class Arbiter:
     def run(self) -> int:
         """Start the workers and supervise them until a stop completes; returns the exit code."""
         self._install_signals()
+        self.metrics.start()
         self.log.notice("start worker processes")
         self.manage_workers()
         while not (self.stopping and not self.workers):
@@ -239,9 +244,15 @@ class Arbiter:
         except (ReloadError, generation.PrepareError) as err:
             self.log.emerg(str(err))
             self.log.alert("reload failed, the old configuration keeps running")
+            worker_metrics.reload_done(False)
             return
         for warning in config.warnings:
             self.log.warn(warning)
+        try:
+            self.metrics.configure(config.main.metrics_listen)
+        except MetricsError as err:
+            self.log.alert(f"{err}, the metrics endpoint is unchanged")
+        worker_metrics.reload_done(True)
         generation.retire(self.current, new)
         self.current = new
         self._follow_pid_path(config.main.pid)
@@ -292,6 +303,7 @@ class Arbiter:
         except OSError as err:
             self.log.alert(f'execve() "{self.argv[0]}" failed ({os_error(err)})')
             self._take_pid_file_back()
+            worker_metrics.upgrade_done(False)
             return
         self.new_binary = pid
         self.log.notice(f"start new binary process {pid}")
@@ -371,6 +383,9 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            mark_dead(pid)
+            if self.metrics.reaped(pid, status):
+                continue
             if pid == self.new_binary:
                 self._new_binary_exited(pid, status)
                 continue
@@ -393,6 +408,7 @@ class Arbiter:
         # WINCH stopped our workers, start them again (nginx's ngx_restart).
         self._log_exit(pid, status, "new binary process")
         self.new_binary = 0
+        worker_metrics.upgrade_done(False)
         self._take_pid_file_back()
         if self.noaccepting and not self.stopping:
             self.noaccepting = False
@@ -406,6 +422,7 @@ class Arbiter:
             self.log.notice(f"{name} {pid} exited with code {os.WEXITSTATUS(status)}")
 
     def _plan_respawn(self, record: WorkerRecord) -> None:
+        worker_metrics.worker_restarted()
         now = time.monotonic()
         if now - record.started >= QUICK_DEATH:
             self.respawn_delay = 0.0

@@ -14,9 +14,11 @@ from collections.abc import Mapping
 
 from mailgate.config import model
 from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
+from mailgate.master import metrics as master_metrics
 from mailgate.master.arbiter import Arbiter, Reloader
 from mailgate.master.log import ErrorLog, os_error
 from mailgate.master.pidfile import PidFile
+from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.process import Listening, Worker
 
 
@@ -42,6 +44,16 @@ def start(
     except generation.PrepareError as err:
         log.emerg(str(err))
         return 1
+    # Bound before detaching, like the mail listeners, so a bind failure reaches the terminal.
+    metrics_server = master_metrics.MetricsServer(log)
+    try:
+        metrics_server.configure(config.main.metrics_listen)
+    except master_metrics.MetricsError as err:
+        log.emerg(str(err))
+        listeners.close_all(first.listeners, unlink=inherited is None)
+        return 1
+    if inherited is not None:
+        worker_metrics.upgrade_done(True)
     ready = None
     if config.main.daemon and inherited is None:
         ready = daemon.daemonize()
@@ -75,9 +87,11 @@ def start(
             daemonized=config.main.daemon or inherited is not None,
             pidfile=pid,
             old_master=_old_master() if inherited is not None else 0,
+            metrics=metrics_server,
         )
         return arbiter.run()
     finally:
+        metrics_server.stop()
         zones.release()  # cold stop: unlink the shared zones unless a new master took them
         if pid is not None:
             pid.remove()

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
-from mailgate.master import about, boot, options, pidfile, signals, zones
-from mailgate.master.arbiter import ReloadError
+from mailgate.master import about, options, pidfile, signals
 from mailgate.master.log import ErrorLog, Level, os_error
-from mailgate.worker import libssl, tls
+from mailgate.worker import libssl
+from mailgate.worker.tls_errors import TLSConfigError
 
 Generation = tuple[model.Config, dict[int, object]]
 
@@ -43,11 +43,16 @@ class Paths:
         """Parse, check the libssl, build TLS contexts; raises on the first error."""
         config = self.parse()
         libssl.check()
+        # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
+        # import, and the admin must see the check's message rather than a traceback.
+        from mailgate.master import zones
+        from mailgate.worker import tls
+
         zones.prepare(config)  # shared session zones, before the contexts that use them
         return config, dict(tls.build_contexts(config))
 
 
-_BUILD_ERRORS = (ConfigError, libssl.LibsslMismatch, tls.TLSConfigError)
+_BUILD_ERRORS = (ConfigError, libssl.LibsslMismatch, TLSConfigError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,10 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send_signal(paths, opts.signal, early)
     if opts.test:
         return test(paths, early, quiet=opts.quiet, dump=opts.dump)
+    from mailgate.master import metrics as master_metrics
+
+    try:
+        # Before anything imports prometheus_client: its value class is chosen at import.
+        master_metrics.prepare_environment(paths.conf, paths.prefix)
+    except master_metrics.MetricsError as err:
+        early.emerg(str(err))
+        return 1
     generation = _build(paths, early)
     if generation is None:
         return 1
     config, contexts = generation
+    from mailgate.master import boot
+
     return boot.start(
         config,
         contexts,
@@ -127,9 +142,6 @@ def _build(paths: Paths, log: ErrorLog) -> Generation | None:
         return None
     for warning in config.warnings:
         log.warn(warning)
-    for server in config.servers:
-        for note in tls.notes(server):
-            log.warn(note)
     return config, contexts
 
 
@@ -138,6 +150,8 @@ def _rebuild(paths: Paths) -> Generation:
     try:
         return paths.build()
     except _BUILD_ERRORS as err:
+        from mailgate.master.arbiter import ReloadError
+
         raise ReloadError(str(err)) from err
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailgate.config import model
+from mailgate.master.syslog import SyslogTarget
 
 STDERR = "stderr"
 
@@ -82,7 +83,10 @@ class ErrorLog:
 
     def __init__(self, targets: Sequence[tuple[str, Level]] = ()) -> None:
         """Open ``targets``; with none, only the startup console echo remains."""
-        self._targets = [_Target(path, level) for path, level in targets]
+        self._targets = [
+            SyslogTarget(path, level) if path.startswith("syslog:") else _Target(path, level)
+            for path, level in targets
+        ]
         self.console = True
         for target in self._targets:
             target.open()
@@ -100,7 +104,7 @@ class ErrorLog:
         warnings: list[str] = []
         for target in targets or (model.LogTarget(default),):
             path = target.target
-            if path.startswith(("syslog:", "memory:")):
+            if path.startswith("memory:"):
                 kind = path.split(":", 1)[0]
                 warnings.append(f'error_log "{kind}:" is not supported yet, logging to stderr')
                 path = STDERR
@@ -115,7 +119,9 @@ class ErrorLog:
         """Write ``message`` to every target whose threshold admits ``level``."""
         line = format_line(time.time(), level, os.getpid(), message).encode("utf-8", "replace")
         for target in self._targets:
-            if level <= target.level and target.fd >= 0:
+            if isinstance(target, SyslogTarget):
+                target.emit(level, message)
+            elif level <= target.level and target.fd >= 0:
                 _write(target.fd, line)
         if self.console and level <= Level.WARN and not self.has_stderr:
             _write(sys.stderr.fileno(), console_line(level, message).encode("utf-8", "replace"))

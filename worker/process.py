@@ -28,6 +28,7 @@ from typing import Protocol
 import setproctitle
 
 from mailgate.config import model
+from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import Loop
 from mailgate.worker.session import SessionFactory
 
@@ -124,6 +125,9 @@ class Worker:
         # The child shares the parent's RNG state; reseed so workers do not repeat each other.
         random.seed()
         self._set_rlimit_nofile()
+        worker_metrics.process_started()
+        if isinstance(self.handler, SessionFactory):
+            self.handler.open_logs()  # as root, before the user drop, like nginx's log files
         if single:
             return
         self._drop_privileges()
@@ -191,6 +195,8 @@ class Worker:
                 self.terminating = True
             elif signo == signal.SIGUSR1:
                 self.log.reopen()
+                if isinstance(self.handler, SessionFactory):
+                    self.handler.reopen()
 
     def _finished(self) -> bool:
         return self.terminating or (self.quitting and not self.loop.connections)

@@ -745,10 +745,10 @@ class Session:
         if failed.log is not None:
             log = self._error if failed.log.level == "error" else self._info
             log(failed.log.message)
-        if self._login_machine is not None or self._connector is not None or self.backend:
-            refused = failed.log is not None and failed.log.message.startswith(BACKEND_REFUSED)
-            self._login_counted(worker_metrics.FAILED if refused else worker_metrics.ERROR)
-            self._because(CloseReason.BACKEND_FAILED if refused else CloseReason.BACKEND_ERROR)
+        # Only ever called during the backend login: the relay has handlers of its own.
+        refused = failed.log is not None and failed.log.message.startswith(BACKEND_REFUSED)
+        self._login_counted(worker_metrics.FAILED if refused else worker_metrics.ERROR)
+        self._because(CloseReason.BACKEND_FAILED if refused else CloseReason.BACKEND_ERROR)
         self._login_machine = None
         self._send_and_close(failed.reply)
 
@@ -850,7 +850,6 @@ class Session:
             return
         self.metrics.login(credentials.method, outcome)
         self.record.auth = outcome
-        self._credentials = None if outcome != worker_metrics.FAILED else credentials
 
     def _account(self) -> None:
         """At close: the failed handshake, relayed bytes, the close reason, the access log."""
@@ -859,9 +858,7 @@ class Session:
             self.metrics.handshake(False, UNKNOWN, UNKNOWN, None)
         if self.relay is not None and self.backend is not None:
             out_base, in_base = self._relay_base
-            self.metrics.relayed(
-                self.backend.bytes_out - out_base, self.backend.bytes_in - in_base
-            )
+            self.metrics.relayed(self.backend.bytes_out - out_base, self.backend.bytes_in - in_base)
         reason = self.close_reason or CloseReason.SHUTDOWN
         self.metrics.closed(reason.value)
         if not self.factory.access_logs.enabled(self.server):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import PRIVATE_KEY_TYPES as PrivateKey
 from OpenSSL import SSL, crypto
 
 from mailgate.config import model
@@ -30,6 +30,11 @@ from mailgate.worker import (
     tls_verify,
 )
 from mailgate.worker.tls_errors import TLSConfigError
+
+if TYPE_CHECKING:  # the name changed across cryptography releases; only mypy needs it
+    from cryptography.hazmat.primitives.asymmetric.types import (
+        PRIVATE_KEY_TYPES as PrivateKey,
+    )
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -60,7 +65,7 @@ SESSION_ID_CONTEXT_PREFIX = b"MAIL"
 SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 SSL_CTRL_CHAIN_CERT = 89  # SSL_CTX_add1_chain_cert(): larg 1 = take a reference (88 is set0_chain)
 
-__all__ = ["TLSConfigError", "build_context", "build_contexts", "notes"]
+__all__ = ["TLSConfigError", "build_context", "build_contexts"]
 
 
 def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
@@ -100,14 +105,6 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
         shared_tickets.install(ctx, zone, int(server.ssl_session_timeout))
     tls_params.apply_conf_commands(ctx, server.ssl_conf_command)
     return ctx
-
-
-def notes(server: model.ServerConfig) -> tuple[str, ...]:
-    """Warnings for the log about settings that :func:`build_context` runs as a fallback.
-
-    None are left: ``shared:`` zones are real since the shared-memory session cache.
-    """
-    return ()
 
 
 def _apply_certificates(ctx: SSL.Context, server: model.ServerConfig) -> list[x509.Certificate]:
