@@ -82,6 +82,11 @@ class SessionRing:
         values[field] += by
         STATS.pack_into(self.buf, layout.STATS_AT, *values)
 
+    def used_bytes(self) -> int:
+        """Bytes of the log between its tail and head (records, padding, dead space)."""
+        head, tail = self._state()
+        return min(head - tail, self.capacity)
+
     def stats(self) -> Stats:
         stores, hits, misses, evictions, removes, _ = STATS.unpack_from(self.buf, layout.STATS_AT)
         return Stats(stores, hits, misses, evictions, removes)

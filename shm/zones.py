@@ -129,6 +129,8 @@ class Zone:
 
     def __init__(self, name: str, segment: Segment, lock: Lock, header: Header, log: Log) -> None:
         self.name = name
+        self.last_evicted = 0  # sessions the latest store() pushed out (for the metrics)
+        self.rotations = 0  # ticket key rotations this process made (for the metrics)
         self.segment = segment
         self.lock = lock
         self.header = header
@@ -240,6 +242,7 @@ class Zone:
             with self.lock:
                 self._checked()
                 done = self.ring.store(sid, der, now + timeout, now)
+                self.last_evicted = done.evicted
                 if done.evicted:
                     values = list(layout.STATS.unpack_from(self.segment.buf, layout.STATS_AT))
                     if now - values[5] >= WARN_INTERVAL:
@@ -269,13 +272,31 @@ class Zone:
         with self.lock:
             return self.ring.stats()
 
+    def usage(self) -> tuple[int, int]:
+        """(sessions held, log bytes in use), for the metrics gauges.
+
+        The count is stores less evictions and removals, so an expired session counts until
+        its space is reused, and a session stored again under its ID counts twice.
+        """
+        try:
+            with self.lock:
+                self._checked()
+                stats = self.ring.stats()
+                used = self.ring.used_bytes()
+        except LockError:
+            return 0, 0
+        return max(0, stats.stores - stats.evictions - stats.removes), used
+
     # -- ticket keys --------------------------------------------------------------------
 
     def ticket_keys(self, now: int, timeout: int) -> list[ticket_keys.SharedKey]:
         """The current, previous and next ticket keys, rotated as of ``now``."""
         with self.lock:
             self._checked()
+            before = ticket_keys.read(self.segment.buf)
             keys, torn = ticket_keys.rotate(self.segment.buf, now, timeout)
+        if before is not None and before[0].expire and before[0].name != keys[0].name:
+            self.rotations += 1  # this process rotated them (under the lock: exactly one does)
         if torn:
             self.log.alert(f'shared zone "{self.name}" had torn ticket keys, made new ones')
         return keys

@@ -11,6 +11,7 @@ that ``d2i_SSL_SESSION`` gave us instead of adding another (which would leak the
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from OpenSSL import SSL
@@ -18,7 +19,7 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.shm import layout
 from mailgate.shm.zones import Zone
-from mailgate.worker import libssl
+from mailgate.worker import libssl, metrics
 
 TLS1_3_VERSION = 0x0304
 SESS_CACHE_NO_INTERNAL = 0x0300  # NO_INTERNAL_LOOKUP | NO_INTERNAL_STORE
@@ -63,12 +64,17 @@ def _callbacks(zone: Zone, timeout: int, *, store_tls13: bool) -> tuple[Any, Any
             return 0
         der = ffi.new("unsigned char[]", size)
         ssl_lib.i2d_SSL_SESSION(session, ffi.new("unsigned char **", der))
-        zone.store(sid, bytes(ffi.buffer(der, size)), timeout)
+        if zone.store(sid, bytes(ffi.buffer(der, size)), timeout):
+            metrics.session_cache_store(zone.name)
+            if zone.last_evicted:
+                metrics.session_cache_evicted(zone.name, zone.last_evicted)
+            _report_usage(zone)
         return 0  # we kept no reference: OpenSSL must not count one for us
 
     def get_session(ssl: Any, sid: Any, length: int, copy: Any) -> Any:
         copy[0] = 0
         der = zone.lookup(bytes(ffi.buffer(sid, length)))
+        metrics.session_cache_lookup(zone.name, der is not None)
         if der is None:
             return ffi.NULL
         data = ffi.new("unsigned char[]", der)
@@ -85,6 +91,18 @@ def _callbacks(zone: Zone, timeout: int, *, store_tls13: bool) -> tuple[Any, Any
         ffi.callback("SSL_SESSION *(SSL *, const unsigned char *, int, int *)", get_session),
         ffi.callback("void(SSL_CTX *, SSL_SESSION *)", remove_session),
     )
+
+
+_usage_reported: dict[str, float] = {}
+
+
+def _report_usage(zone: Zone) -> None:
+    """Refresh the zone's entries/bytes gauges, at most once a second per worker."""
+    now = time.monotonic()
+    if now - _usage_reported.get(zone.name, 0.0) < 1.0:
+        return
+    _usage_reported[zone.name] = now
+    metrics.session_cache_usage(zone.name, *zone.usage())
 
 
 def session_id(session: Any) -> bytes:

@@ -17,7 +17,7 @@ from OpenSSL import SSL
 
 from mailgate.shm.ticket_keys import SharedKey
 from mailgate.shm.zones import Zone
-from mailgate.worker import libssl, ticket_keys
+from mailgate.worker import libssl, metrics, ticket_keys
 from mailgate.worker.tls_errors import TLSConfigError
 
 _NO_TICKET = 0
@@ -38,7 +38,10 @@ class SharedKeys:
     def current(self, now: int, force: bool = False) -> list[SharedKey]:
         keys = self.keys
         if force or not keys or keys[0].expire < now + self.timeout or keys[1].expire < now:
+            rotations = self.zone.rotations
             keys = self.keys = self.zone.ticket_keys(now, self.timeout)
+            for _ in range(self.zone.rotations - rotations):
+                metrics.ticket_key_rotated(self.zone.name)
             names = {key.name for key in keys}
             self._native = {n: k for n, k in self._native.items() if n in names}
         return keys
@@ -98,6 +101,8 @@ def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
             return -1
         if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
             return -1
+        if i == 1:
+            metrics.ticket_previous_key(zone.name)
         if i != 0 or ssl_lib.SSL_version(ssl) == ticket_keys.TLS1_3_VERSION:
             return _OK_RENEW  # move the client to the current key; TLS 1.3: always (nginx)
         return _OK

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.master import metrics as master_metrics
 from mailgate.shm import segment, zones
 from tests.conftest import (
     Master,
@@ -30,6 +31,7 @@ from tests.conftest import (
     spawn_master,
     wait_until,
 )
+from tests.integration.test_observability import parse, scrape_directory, total
 
 pytestmark = pytest.mark.slow
 
@@ -395,3 +397,27 @@ def test_ticket_made_under_key_a_resumes_after_the_keys_become_b_a(
     assert reused, master.log()
     reused, _, _ = connect(master, ctx, renewed)
     assert reused
+
+
+def test_shared_zone_counts_lookups_hits_and_stores_in_the_scrape(
+    mailgate: Callable[..., Master], tls_files: TlsFiles
+) -> None:
+    master = start(mailgate, tls_files, 2, f"{SHARED} ssl_session_tickets off;")
+    # Where the master told its workers to write (cli: prepare_environment).
+    metrics_dir = Path(master_metrics.directory_for(str(master.conf), str(master.conf.parent)))
+    ctx = client_context(tls_files, TLS12)
+    _, session, _ = connect(master, ctx, None)
+    for _ in range(4):
+        reused, _, _ = connect(master, ctx, session)
+        assert reused
+
+    def counted() -> bool:
+        fam = parse(scrape_directory(metrics_dir))
+        return total(fam, "mailgate_ssl_session_cache_hits_total", zone="SSL") >= 4
+
+    assert wait_until(counted), scrape_directory(metrics_dir)
+    fam = parse(scrape_directory(metrics_dir))
+    assert total(fam, "mailgate_ssl_session_cache_stores_total", zone="SSL") >= 1
+    assert total(fam, "mailgate_ssl_session_cache_lookups_total", zone="SSL") >= 4
+    assert total(fam, "mailgate_ssl_session_cache_entries", zone="SSL") >= 1
+    assert total(fam, "mailgate_ssl_session_cache_bytes", zone="SSL") > 0
