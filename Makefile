@@ -23,7 +23,7 @@ DEB_DEMO_STAMP := $(VENV)/.deb-demo-stamp
 DEMO_DIR := /tmp/mailgate-demo
 PY_STAMP := $(VENV)/.py-stamp
 
-.PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert
+.PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert bench
 
 install: $(PY_STAMP)
 
@@ -100,6 +100,20 @@ run: $(PY_STAMP) $(DEB_DEMO_STAMP) conf/demo/cert.pem
 
 demo-stop:
 	$(BIN)/python tests/servers/demo.py stop $(DEMO_DIR)
+
+# mailgate against nginx's mail proxy on one config file; rewrites BENCHMARKS.md's results
+# (about 12 min; `make bench BENCH_ARGS=--quick` for a smoke run of about 2 min). perf is
+# optional: without it the harness skips the per-library CPU split.
+DEB_BENCH := linux-perf
+DEB_BENCH_STAMP := $(VENV)/.deb-bench-stamp
+
+$(DEB_BENCH_STAMP): Makefile $(DEB_STAMP)
+	$(call deb_install,$(DEB_BENCH))
+	@touch $@
+
+bench: $(PY_STAMP) $(DEB_TEST_STAMP) $(DEB_BENCH_STAMP)
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install -q --disable-pip-version-check py-spy
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TYPECHECK_VENV) build dist *.egg-info .pytest_cache .mypy_cache \

@@ -88,6 +88,8 @@ class ErrorLog:
             for path, level in targets
         ]
         self.console = True
+        # The most verbose threshold of any target: lines above it are dropped unformatted.
+        self._most_verbose = max((target.level for target in self._targets), default=Level.EMERG)
         for target in self._targets:
             target.open()
 
@@ -117,6 +119,8 @@ class ErrorLog:
 
     def log(self, level: Level, message: str) -> None:
         """Write ``message`` to every target whose threshold admits ``level``."""
+        if level > self._most_verbose and not (self.console and level <= Level.WARN):
+            return  # the common case for info lines at the default level: format nothing
         line = format_line(time.time(), level, os.getpid(), message).encode("utf-8", "replace")
         for target in self._targets:
             if isinstance(target, SyslogTarget):

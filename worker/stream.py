@@ -216,6 +216,10 @@ class Stream:
                 break
             self.bytes_in += len(data)
             self.handler.data_received(data)
+            if len(data) < READ_CHUNK and (self.tls is None or not self.tls.pending()):
+                # Drained for now: epoll is level-triggered and will say when more arrives,
+                # which saves a recv() that could only fail with EAGAIN (an exception here).
+                break
         self._update_interest()
 
     def _recv(self) -> bytes:
