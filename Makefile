@@ -12,11 +12,11 @@ TYPECHECK_VENV := .venv-typecheck
 DEB_RUNTIME := python3 python3-venv python3-dev python3-openssl python3-cryptography \
                python3-cffi libssl3 libssl-dev gcc openssl
 # Real servers and clients the tests drive: Dovecot, Postfix, dnsmasq, nginx with its mail
-# module as the reference the wire tests also run against, logrotate, and promtool (in
-# Debian's prometheus package) to check the metrics scrape.
+# module as the reference the wire tests also run against, logrotate, systemd-analyze, and
+# promtool (in Debian's prometheus package) to check the metrics scrape.
 DEB_DEMO := curl dovecot-imapd dovecot-pop3d postfix
 DEB_TEST := $(DEB_DEMO) iproute2 procps dnsmasq-base nginx-light libnginx-mod-mail logrotate \
-            prometheus
+            prometheus systemd
 DEB_STAMP := $(VENV)/.deb-stamp
 DEB_TEST_STAMP := $(VENV)/.deb-test-stamp
 DEB_DEMO_STAMP := $(VENV)/.deb-demo-stamp
