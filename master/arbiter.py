@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from mailgate.config import model
-from mailgate.master import generation, signals, upgrade
+from mailgate.master import environment, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, os_error
@@ -360,6 +360,9 @@ class Arbiter:
             self._selector.close()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+            env = environment.worker_environment(self.config.main.env, os.environ)
+            os.environ.clear()
+            os.environ.update(env)
             try:
                 worker.init_process()
             except WorkerBootError as err:
