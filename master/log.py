@@ -117,6 +117,13 @@ class ErrorLog:
     def has_stderr(self) -> bool:
         return any(target.path == STDERR for target in self._targets)
 
+    def enabled(self, level: Level) -> bool:
+        """Whether a line at ``level`` would be written anywhere (callers skip building it).
+
+        Constant for the life of the log: the targets and their levels never change, and the
+        startup console echo only ever adds ``warn`` and above."""
+        return level <= self._most_verbose or level <= Level.WARN
+
     def log(self, level: Level, message: str) -> None:
         """Write ``message`` to every target whose threshold admits ``level``."""
         if level > self._most_verbose and not (self.console and level <= Level.WARN):

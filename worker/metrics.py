@@ -173,6 +173,74 @@ def families() -> Families:
     return _families
 
 
+# -- deferred writes (a worker's per-connection events) --------------------------------------
+#
+# Hot path: a prometheus_client multiprocess ``inc()`` takes a lock, checks the pid and packs
+# the value into the mmapped file, about 2 µs warm and several times that cold; a session makes
+# eight to twelve of them. A worker therefore adds its per-connection events up in a plain
+# dict and writes the sums at most once per ``FLUSH_INTERVAL`` (from its loop, and when it
+# stops), so a scrape is exact up to that delay. Outside a worker (tests, tools) writes stay
+# immediate.
+
+FLUSH_INTERVAL = 1.0  # seconds a per-connection event may wait before it is in the files
+_deferred = False
+_pending: dict[Any, float] = {}  # counter or gauge child -> amount not written yet
+_closes: dict[Any, float] = {}  # sessions_total children: written last, see flush()
+_observed: list[tuple[Any, float]] = []  # (histogram child, value) not observed yet
+_next_flush = 0.0
+
+
+def defer_writes() -> None:
+    """From now on (in this worker) add events up and write them in :func:`flush_due`."""
+    global _deferred
+    _deferred = True
+
+
+def _inc(child: Any, amount: float = 1.0) -> None:
+    if _deferred:
+        _pending[child] = _pending.get(child, 0.0) + amount
+    else:
+        child.inc(amount)
+
+
+def _observe(child: Any, value: float) -> None:
+    if _deferred:
+        _observed.append((child, value))
+    else:
+        child.observe(value)
+
+
+def flush() -> None:
+    """Write every deferred event now (a gauge's +1/-1 that cancelled out writes nothing).
+
+    Connections accepted are written at once and the sessions that ended last, so a scrape
+    that sees as many sessions ended as accepted also sees every event of those sessions."""
+    pending = list(_pending.items())
+    _pending.clear()
+    for child, amount in pending:
+        if amount:
+            child.inc(amount)
+    observed = _observed[:]
+    _observed.clear()
+    for child, value in observed:
+        child.observe(value)
+    closes = list(_closes.items())
+    _closes.clear()
+    for child, amount in closes:
+        child.inc(amount)
+
+
+def flush_due() -> None:
+    """Called once per loop turn: flush if something waits and the interval has passed."""
+    global _next_flush
+    if not (_pending or _observed or _closes):
+        return
+    now = time.monotonic()
+    if now >= _next_flush:
+        _next_flush = now + FLUSH_INTERVAL
+        flush()
+
+
 class _Children:
     """Label children of one family for fixed leading labels, bound on first use."""
 
@@ -218,30 +286,34 @@ class ListenerMetrics:
         self._relay_out = fam.relayed.labels(protocol, TO_CLIENT)
 
     def accepted(self) -> None:
-        self._accepted.inc()
-        self._active.inc()
+        self._accepted.inc()  # at once: the other events of a session are written after it
+        _inc(self._active)
 
     def closed(self, reason: str) -> None:
-        self._active.dec()
-        self._sessions.get(reason).inc()
+        _inc(self._active, -1.0)
+        child = self._sessions.get(reason)
+        if _deferred:
+            _closes[child] = _closes.get(child, 0.0) + 1.0
+        else:
+            child.inc()
 
     def handshake(self, ok: bool, version: str, kind: str, seconds: float | None) -> None:
         """One handshake ended; ``kind`` is ``full``, ``session_id`` or ``ticket``."""
-        self._handshakes.get(OK if ok else FAILED, version, kind).inc()
+        _inc(self._handshakes.get(OK if ok else FAILED, version, kind))
         if ok and seconds is not None:
-            self._timings.get(kind).observe(seconds)
+            _observe(self._timings.get(kind), seconds)
 
     def login(self, mechanism: str, outcome: str) -> None:
-        self._logins.get(mechanism, outcome).inc()
+        _inc(self._logins.get(mechanism, outcome))
 
     def backend_connect_failed(self) -> None:
-        self._backend_failures.inc()
+        _inc(self._backend_failures)
 
     def relayed(self, to_backend: int, to_client: int) -> None:
         if to_backend:
-            self._relay_in.inc(to_backend)
+            _inc(self._relay_in, to_backend)
         if to_client:
-            self._relay_out.inc(to_client)
+            _inc(self._relay_out, to_client)
 
 
 _listeners: dict[tuple[str, str], ListenerMetrics] = {}
@@ -266,8 +338,8 @@ def auth_http(outcome: str, seconds: float) -> None:
     child = _auth_outcomes.get(outcome)
     if child is None:
         child = _auth_outcomes[outcome] = fam.auth_requests.labels(outcome)
-    child.inc()
-    fam.auth_seconds.observe(seconds)
+    _inc(child)
+    _observe(fam.auth_seconds, seconds)
 
 
 # -- shared session cache and ticket keys (called by the shm/TLS code) ------------------------

@@ -126,6 +126,7 @@ class Worker:
         random.seed()
         self._set_rlimit_nofile()
         worker_metrics.process_started()
+        worker_metrics.defer_writes()  # flushed from run(), see worker_metrics.flush_due
         if isinstance(self.handler, SessionFactory):
             self.handler.open_logs()  # as root, before the user drop, like nginx's log files
         if single:
@@ -138,11 +139,16 @@ class Worker:
         self.loop.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
         for listening in self.listeners:
             self._watch(listening)
-        while True:
-            self._dispatch_signals()
-            if self._finished():
-                break
-            self.loop.run_once(max_wait=1.0)
+        try:
+            while True:
+                self._dispatch_signals()
+                if self._finished():
+                    break
+                # At most 1 s per turn, so deferred metrics reach the files within ~2 s.
+                self.loop.run_once(max_wait=1.0)
+                worker_metrics.flush_due()
+        finally:
+            worker_metrics.flush()  # what this worker counted must outlive it
         self._close_listeners()
         return 0
 

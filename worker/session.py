@@ -48,7 +48,7 @@ from mailgate.worker.relay import Relay
 from mailgate.worker.resolver import Resolver
 from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
 from mailgate.worker.sansio import log_text
-from mailgate.worker.stream import Stream
+from mailgate.worker.stream import Stream, socket_family
 
 PROXY_PEEK_RETRY = 0.005  # an incomplete PROXY header is peeked again after this long
 POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
@@ -63,6 +63,8 @@ AUTH_HTTP_OUTCOMES: dict[type, str] = {
     Invalid: "invalid",
     TransportError: "error",
 }
+INFO_LEVEL = 7  # nginx's (and master.log.Level's) number for info
+
 # A backend that answers the login with an error: the credentials were refused (not a fault).
 BACKEND_REFUSED = "upstream sent invalid response"
 
@@ -103,6 +105,11 @@ class SessionFactory:
             if index in contexts
         }
         self._numbers = 0
+        # Hot path: info lines (two to four per session) and their nginx-style context are
+        # built only when some error_log target takes info; a log without ``enabled`` (a test
+        # double) takes everything.
+        enabled = getattr(log, "enabled", None)
+        self.info_enabled: bool = enabled is None or bool(enabled(INFO_LEVEL))
         self.access_logs = AccessLogs(config.servers, log)
         # Bound here, before fork, so every worker starts with its listeners' series at 0.
         self._metrics: dict[int, worker_metrics.ListenerMetrics] = {}
@@ -164,7 +171,7 @@ def _unsafe_for_lines(ok: Ok) -> bool:
 
 
 def _peer(sock: socket.socket) -> tuple[str, int]:
-    if sock.family == socket.AF_UNIX:
+    if socket_family(sock) == socket.AF_UNIX:
         return "unix:", 0
     host, port = sock.getpeername()[:2]
     return host, port
@@ -190,7 +197,7 @@ def _sni(conn: SSL.Connection) -> str | None:
 
 
 def _local(sock: socket.socket) -> tuple[str, int]:
-    if sock.family == socket.AF_UNIX:
+    if socket_family(sock) == socket.AF_UNIX:
         return "unix:", 0
     host, port = sock.getsockname()[:2]
     return host, port
@@ -251,9 +258,10 @@ class Session:
         salt = f"<{random.getrandbits(31)}.{int(time.time())}@{server.server_name}>"
         self.machine = MACHINES[server.protocol](server, salt.encode(), tls=listen.ssl)
         loop.track(self)
-        self.log.info(
-            f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
-        )
+        if factory.info_enabled:
+            self.log.info(
+                f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
+            )
         self._arm_timeout(server.timeout)
         if listen.proxy_protocol:
             self._watch_proxy_header()
@@ -275,6 +283,8 @@ class Session:
         return text
 
     def _info(self, message: str) -> None:
+        if not self.factory.info_enabled:
+            return  # hot path: the context string is the costly part, and nobody reads it
         self.log.info(f"*{self.number} {message}{self._context()}")
 
     def _error(self, message: str) -> None:

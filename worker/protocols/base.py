@@ -87,6 +87,15 @@ _STEP_STATES = {
 
 Handler = Callable[..., Rc]
 
+# The method that decodes the client's answer at each SASL step.
+_ANSWER_METHODS = {
+    sasl.Step.USERNAME: "_answer_username",
+    sasl.Step.PASSWORD: "_answer_password",
+    sasl.Step.PLAIN: "_answer_plain",
+    sasl.Step.CRAM_MD5: "_answer_cram_md5",
+    sasl.Step.EXTERNAL: "_answer_external",
+}
+
 
 def sasl_states(states: type[StateT]) -> dict[sasl.Step, StateT]:
     """Map each SASL step to the protocol's state of the same nginx name."""
@@ -111,6 +120,8 @@ class MailMachine(Generic[StateT]):
     SASL_PREFIX: ClassVar[bytes]  # "+ " or "334 " before a SASL challenge
     INTERNAL_ERROR: ClassVar[bytes]
     _handlers: ClassVar[dict[str, Handler]]
+    _steps: ClassVar[dict[StateT, sasl.Step]]  # per class, built in __init__
+    _command_states: ClassVar[frozenset[StateT]]
     _parser: Parser
 
     def __init_subclass__(cls) -> None:
@@ -140,15 +151,12 @@ class MailMachine(Generic[StateT]):
         self._starttls = False
         self._user = b""
         self._pending: Credentials | None = None
-        self._steps = {state: step for step, state in self.SASL_STATES.items()}
-        self._command_states = frozenset().union(*self.COMMANDS.values())
-        self._answers: dict[sasl.Step, Callable[[bytes], Rc]] = {
-            sasl.Step.USERNAME: self._answer_username,
-            sasl.Step.PASSWORD: self._answer_password,
-            sasl.Step.PLAIN: self._answer_plain,
-            sasl.Step.CRAM_MD5: self._answer_cram_md5,
-            sasl.Step.EXTERNAL: self._answer_external,
-        }
+        # Hot path: these tables depend only on the class, so they are built once per class
+        # (on its first machine) instead of once per connection.
+        cls = type(self)
+        if "_steps" not in cls.__dict__:
+            cls._steps = {state: step for step, state in cls.SASL_STATES.items()}
+            cls._command_states = frozenset().union(*cls.COMMANDS.values())
 
     # -- public API -------------------------------------------------------------------------
 
@@ -376,7 +384,10 @@ class MailMachine(Generic[StateT]):
         self.state = self.SASL_STATES[step]
 
     def _answer(self, step: sasl.Step, response: bytes) -> Rc:
-        return self._answers[step](response)
+        # Looked up by name rather than through a per-instance dict of bound methods, which
+        # cost five bound methods and a dict per connection for the rare SASL exchange.
+        handler: Callable[[bytes], Rc] = getattr(self, _ANSWER_METHODS[step])
+        return handler(response)
 
     def _answer_username(self, response: bytes) -> Rc:
         self._await(sasl.Step.PASSWORD)  # set even if the answer is invalid, as nginx

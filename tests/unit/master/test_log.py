@@ -60,3 +60,19 @@ def test_memory_target_falls_back_to_stderr_with_a_warning() -> None:
     log, notes = ErrorLog.from_config([model.LogTarget("memory:32m", "info")])
     assert log.has_stderr
     assert notes == ['error_log "memory:" is not supported yet, logging to stderr']
+
+
+def test_enabled_says_whether_a_level_would_be_written(tmp_path: Path) -> None:
+    log = ErrorLog([(str(tmp_path / "a.log"), Level.WARN), (str(tmp_path / "b.log"), Level.ERROR)])
+    try:
+        assert log.enabled(Level.ERROR) and log.enabled(Level.WARN)
+        assert not log.enabled(Level.NOTICE) and not log.enabled(Level.INFO)
+        log.info("dropped")
+        assert (tmp_path / "a.log").read_text() == ""
+    finally:
+        log.close()
+    verbose = ErrorLog([(str(tmp_path / "c.log"), Level.INFO)])
+    try:
+        assert verbose.enabled(Level.INFO) and not verbose.enabled(Level.DEBUG)
+    finally:
+        verbose.close()

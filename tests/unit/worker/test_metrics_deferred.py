@@ -1,0 +1,44 @@
+"""A worker's deferred metric writes: nothing reaches prometheus_client until a flush."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailgate.worker import metrics
+
+
+def value(child: object) -> float:
+    return float(child._value.get())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def deferred(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "_deferred", True)
+    monkeypatch.setattr(metrics, "_pending", {})
+    monkeypatch.setattr(metrics, "_closes", {})
+    monkeypatch.setattr(metrics, "_observed", [])
+    monkeypatch.setattr(metrics, "_next_flush", 0.0)
+
+
+@pytest.mark.usefixtures("deferred")
+def test_events_wait_for_the_flush_and_then_add_up() -> None:
+    m = metrics.ListenerMetrics("127.0.0.1:19993", "imap")
+    fam = metrics.families()
+    accepted = fam.accepted.labels("127.0.0.1:19993", "imap")
+    active = fam.active.labels("127.0.0.1:19993", "imap")
+    proxied = fam.sessions.labels("127.0.0.1:19993", "imap", "proxied")
+    full = fam.handshakes.labels("127.0.0.1:19993", "ok", "TLSv1.3", "full")
+    before = [value(c) for c in (accepted, active, proxied, full)]
+    for _ in range(3):
+        m.accepted()
+        m.handshake(True, "TLSv1.3", "full", 0.002)
+    m.closed("proxied")
+    m.closed("proxied")
+    # Accepted connections are written at once; everything else waits.
+    assert value(accepted) == before[0] + 3
+    assert [value(c) for c in (active, proxied, full)] == before[1:]
+    metrics.flush_due()
+    assert value(active) == before[1] + 1
+    assert value(proxied) == before[2] + 2
+    assert value(full) == before[3] + 3
+    assert not metrics._pending and not metrics._closes and not metrics._observed
