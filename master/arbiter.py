@@ -246,6 +246,9 @@ class Arbiter:
             self.log.alert("reload failed, the old configuration keeps running")
             worker_metrics.reload_done(False)
             return
+        if config.main.error_log != self.config.main.error_log:
+            for note in self.log.retarget(config.main.error_log):
+                self.log.warn(note)
         for warning in config.warnings:
             self.log.warn(warning)
         try:

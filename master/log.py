@@ -88,6 +88,7 @@ class ErrorLog:
             for path, level in targets
         ]
         self.console = True
+        self._default = STDERR  # the target when no error_log is given (from_config's default)
         # The most verbose threshold of any target: lines above it are dropped unformatted.
         self._most_verbose = max((target.level for target in self._targets), default=Level.EMERG)
         for target in self._targets:
@@ -111,7 +112,20 @@ class ErrorLog:
                 warnings.append(f'error_log "{kind}:" is not supported yet, logging to stderr')
                 path = STDERR
             chosen.append((path, Level[target.level.upper()]))
-        return cls(chosen), warnings
+        log = cls(chosen)
+        log._default = default
+        return log, warnings
+
+    def retarget(self, targets: Sequence[model.LogTarget]) -> list[str]:
+        """Reload: write to the new generation's ``error_log`` targets from now on (nginx
+        opens the new configuration's logs on HUP); returns the same warnings as
+        :meth:`from_config`."""
+        new, warnings = ErrorLog.from_config(targets, self._default)
+        old, self._targets = self._targets, new._targets
+        self._most_verbose = new._most_verbose
+        for target in old:
+            target.close()
+        return warnings
 
     @property
     def has_stderr(self) -> bool:
@@ -120,8 +134,8 @@ class ErrorLog:
     def enabled(self, level: Level) -> bool:
         """Whether a line at ``level`` would be written anywhere (callers skip building it).
 
-        Constant for the life of the log: the targets and their levels never change, and the
-        startup console echo only ever adds ``warn`` and above."""
+        Constant for a generation of workers: targets change only in the master on reload,
+        before the new workers fork; the startup console echo only adds ``warn`` and above."""
         return level <= self._most_verbose or level <= Level.WARN
 
     def log(self, level: Level, message: str) -> None:

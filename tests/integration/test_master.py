@@ -157,6 +157,18 @@ def test_hup_replaces_every_worker(mailgate: type[Master]) -> None:
     assert connect_and_read(master.port) == IMAP_GREETING
 
 
+def test_hup_moves_the_error_log_to_the_new_file(mailgate: type[Master]) -> None:
+    master = mailgate()
+    moved = master.log_path.with_name("moved.log")
+    master.conf.write_text(master.conf.read_text().replace(str(master.log_path), str(moved)))
+    old = set(master.workers())
+    master.signal(signal.SIGHUP)
+    assert wait_until(lambda: len(master.workers()) == 2 and not old & set(master.workers()))
+    assert wait_until(lambda: moved.exists() and "start worker process" in moved.read_text())
+    connect_and_read(master.port)
+    assert wait_until(lambda: "connected to" in moved.read_text())
+
+
 def test_hup_with_a_broken_config_keeps_the_old_workers(mailgate: type[Master]) -> None:
     master = mailgate()
     old = master.workers()
