@@ -18,6 +18,12 @@ from typing import Protocol
 
 ReadyCallback = Callable[[int], None]
 TimerCallback = Callable[[], None]
+# Called with the exception and the object the failing callback was bound to (if any).
+ErrorHandler = Callable[[Exception, object], None]
+
+
+def _reraise(err: Exception, owner: object) -> None:
+    raise err
 
 
 class Connection(Protocol):
@@ -40,8 +46,10 @@ class Timer:
 class Loop:
     """One selector, one timer heap, and the set of live connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: ErrorHandler = _reraise) -> None:
         self.selector = selectors.DefaultSelector()
+        # A bug in one connection's callback must not end the loop and every other connection.
+        self.on_error = on_error
         self.connections: set[Connection] = set()
         self._timers: list[Timer] = []
         self._seq = itertools.count()
@@ -66,7 +74,10 @@ class Loop:
         """Wait for readiness or the next timer (at most ``max_wait``), then run what is due."""
         for key, mask in self.selector.select(self._wait_time(max_wait)):
             callback: ReadyCallback = key.data
-            callback(mask)
+            try:
+                callback(mask)
+            except Exception as err:
+                self.on_error(err, getattr(callback, "__self__", None))
         self._run_due_timers()
 
     def close(self) -> None:
@@ -86,4 +97,7 @@ class Loop:
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
             if not timer.cancelled:
-                timer.callback()
+                try:
+                    timer.callback()
+                except Exception as err:
+                    self.on_error(err, getattr(timer.callback, "__self__", None))

@@ -20,6 +20,7 @@ import selectors
 import signal
 import socket
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -108,7 +109,7 @@ class Worker:
         self.contexts = dict(contexts or {})  # TLS context per index into config.servers
         # The mail session is the handler; tests of the process alone may pass another.
         self.handler = handler or SessionFactory(config, log, self.contexts)
-        self.loop = Loop()
+        self.loop = Loop(on_error=self._callback_failed)
         self.quitting = False
         self.terminating = False
         self._signals: collections.deque[int] = collections.deque()
@@ -133,6 +134,18 @@ class Worker:
             return
         self._drop_privileges()
         setproctitle.setproctitle(TITLE)
+
+    def _callback_failed(self, err: Exception, owner: object) -> None:
+        """A bug surfaced in one connection's callback: log it with its traceback and close
+        that connection (and the session that owns its stream), so the worker and its other
+        sessions go on."""
+        trace = "".join(traceback.format_exception(err)).rstrip()
+        self.log.alert(f"unexpected error in a connection callback, closing it: {trace}")
+        for target in (getattr(owner, "handler", None), owner):
+            close = getattr(target, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
 
     def run(self) -> int:
         """Accept until told to stop; returns the exit code (0)."""

@@ -36,3 +36,21 @@ def test_ready_socket_calls_the_callback_in_its_key() -> None:
     assert masks == [selectors.EVENT_READ]
     left.close()
     right.close()
+
+
+def test_a_failing_callback_is_reported_and_the_loop_goes_on() -> None:
+    failures: list[tuple[str, object]] = []
+    loop = Loop(on_error=lambda err, owner: failures.append((str(err), owner)))
+    ran: list[str] = []
+
+    class Broken:
+        def fire(self) -> None:
+            raise RuntimeError("bug")
+
+    broken = Broken()
+    loop.call_later(0, broken.fire)
+    loop.call_later(0, lambda: ran.append("next"))
+    loop.run_once(0)
+    assert failures == [("bug", broken)]
+    assert ran == ["next"]
+    loop.close()
