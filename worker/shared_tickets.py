@@ -20,10 +20,7 @@ from mailgate.shm.zones import Zone
 from mailgate.worker import libssl, metrics, ticket_keys
 from mailgate.worker.tls_errors import TLSConfigError
 
-_NO_TICKET = 0
-_OK = 1
 clock = time.time  # seconds; the rotation tests move it
-_OK_RENEW = 2
 
 
 class SharedKeys:
@@ -77,42 +74,18 @@ def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
 # context of every generation on that zone shares the worker's copy of the keys.
 @functools.cache
 def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
-    ffi, ssl_lib, crypto = libssl.native()
     keys = SharedKeys(zone, timeout)
 
-    def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        key = keys.native(keys.current(int(clock()))[0])
-        if crypto.RAND_bytes(iv, ticket_keys.IV_SIZE) != 1:
-            return -1
-        if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
-            return -1
-        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
-            return -1
-        ffi.memmove(name, key.name, ticket_keys.NAME_SIZE)
-        return _OK
+    def sealing() -> ticket_keys.NativeKey:
+        return keys.native(keys.current(int(clock()))[0])
 
-    def open_(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        now = int(clock())
-        i = keys.find(bytes(ffi.buffer(name, ticket_keys.NAME_SIZE)), now)
-        if i is None:
-            return _NO_TICKET
-        key = keys.native(keys.keys[i])
-        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
-            return -1
-        if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
-            return -1
-        if i == 1:
+    def find(name: bytes) -> tuple[int, ticket_keys.NativeKey] | None:
+        i = keys.find(name, int(clock()))
+        return None if i is None else (i, keys.native(keys.keys[i]))
+
+    def older(index: int) -> None:
+        if index == 1:  # 2 is the next key: another worker rotated before this one resynced
             metrics.ticket_previous_key(zone.name)
-        if i != 0 or ssl_lib.SSL_version(ssl) == ticket_keys.TLS1_3_VERSION:
-            return _OK_RENEW  # move the client to the current key; TLS 1.3: always (nginx)
-        return _OK
 
-    def dispatch(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any, enc: int) -> int:  # noqa: PLR0917 (C signature)
-        return seal(name, iv, cctx, hctx) if enc == 1 else open_(ssl, name, iv, cctx, hctx)
-
-    callback = ffi.callback(
-        "int(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int)",
-        dispatch,
-        error=_NO_TICKET,
-    )
+    callback = ticket_keys.ticket_callback(sealing, find, older)
     return keys, callback

@@ -11,13 +11,13 @@ the same key files resume here and the other way round.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from OpenSSL import SSL
 
-from mailgate.worker import libssl
+from mailgate.worker import libssl, metrics
 from mailgate.worker.tls_errors import TLSConfigError
 
 NAME_SIZE = 16
@@ -96,18 +96,22 @@ def native_key(key: TicketKey) -> NativeKey:
     return NativeKey(key.name, cipher, aes_key, params, [hmac_key, digest, *names])
 
 
-def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
-    """Make ``ctx`` seal and open tickets with ``keys`` (``keys[0]`` seals)."""
-    if not keys:
-        return
+def ticket_callback(
+    sealing: Callable[[], NativeKey],
+    find: Callable[[bytes], tuple[int, NativeKey] | None],
+    older: Callable[[int], None],
+) -> Any:
+    """The cffi callback for ``SSL_CTX_set_tlsext_ticket_key_evp_cb``.
+
+    New tickets are sealed with ``sealing()``; a ticket is opened with the key ``find`` names
+    by the ticket's key name (its index 0 is the sealing key). A ticket opened with another
+    key is renewed, and ``older(index)`` is told; under TLS 1.3 every ticket is renewed, as
+    nginx does. An exception inside means "no ticket": a full handshake, never a crash.
+    """
     ffi, ssl_lib, crypto = libssl.native()
-    native = [native_key(key) for key in keys]
-    index: dict[bytes, int] = {}
-    for i, key in enumerate(native):
-        index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx
 
     def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        key = native[0]
+        key = sealing()
         if crypto.RAND_bytes(iv, IV_SIZE) != 1:
             return -1
         if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
@@ -118,28 +122,48 @@ def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
         return _OK
 
     def open_(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        i = index.get(bytes(ffi.buffer(name, NAME_SIZE)))
-        if i is None:
+        found = find(bytes(ffi.buffer(name, NAME_SIZE)))
+        if found is None:
             return _NO_TICKET
-        key = native[i]
+        i, key = found
         if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
             return -1
         if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
             return -1
-        # TLS 1.3 tickets are single-use in spirit: always hand out a fresh one (as nginx).
+        if i != 0:
+            older(i)
         if i != 0 or ssl_lib.SSL_version(ssl) == TLS1_3_VERSION:
-            return _OK_RENEW
+            return _OK_RENEW  # move the client to the sealing key; TLS 1.3: always (nginx)
         return _OK
 
     def dispatch(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any, enc: int) -> int:  # noqa: PLR0917 (C signature)
         return seal(name, iv, cctx, hctx) if enc == 1 else open_(ssl, name, iv, cctx, hctx)
 
-    # An exception inside the callback means "no ticket": a full handshake, never a crash.
-    callback = ffi.callback(
+    return ffi.callback(
         "int(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int)",
         dispatch,
         error=_NO_TICKET,
     )
+
+
+def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
+    """Make ``ctx`` seal and open tickets with ``keys`` (``keys[0]`` seals)."""
+    if not keys:
+        return
+    native = [native_key(key) for key in keys]
+    index: dict[bytes, int] = {}
+    for i, key in enumerate(native):
+        index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx
+
+    def find(name: bytes) -> tuple[int, NativeKey] | None:
+        i = index.get(name)
+        return None if i is None else (i, native[i])
+
+    def older(_index: int) -> None:
+        metrics.ticket_previous_key("files")
+
+    callback = ticket_callback(lambda: native[0], find, older)
+    ssl_lib = libssl.native()[1]
     if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
         raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
     libssl.keep_alive(ctx, callback, native)

@@ -397,6 +397,13 @@ def test_ticket_made_under_key_a_resumes_after_the_keys_become_b_a(
     assert reused, master.log()
     reused, _, _ = connect(master, ctx, renewed)
     assert reused
+    metrics_dir = Path(master_metrics.directory_for(str(master.conf), str(master.conf.parent)))
+
+    def counted() -> bool:
+        fam = parse(scrape_directory(metrics_dir))
+        return total(fam, "mailgate_ssl_tickets_previous_key_total", zone="files") == 1
+
+    assert wait_until(counted), scrape_directory(metrics_dir)
 
 
 def test_shared_zone_counts_lookups_hits_and_stores_in_the_scrape(
