@@ -10,6 +10,7 @@ Every test runs on nginx and on mailgate.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ssl
 import subprocess
@@ -112,6 +113,7 @@ class ClientPki:
     stranger: ClientCert  # issued by a CA nobody trusts
     chain_ca: Path  # a root whose leaves hang below an intermediate
     chained: ClientCert  # leaf + intermediate, under ``chain_ca``
+    expired: ClientCert  # issued by ``ca``, valid until yesterday
 
 
 def _write(folder: Path, name: str, leaf: trustme.LeafCert) -> ClientCert:
@@ -137,6 +139,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> ClientPki:
         stranger=_write(folder, "stranger", other.issue_cert("eve.test", common_name="eve")),
         chain_ca=folder / "chain-ca.crt",
         chained=_write(folder, "chained", intermediate.issue_cert("bob.test", common_name="bob")),
+        expired=_write(
+            folder,
+            "expired",
+            ca.issue_cert(
+                "old.test",
+                common_name="old",
+                not_before=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2),
+                not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1),
+            ),
+        ),
     )
 
 
@@ -259,6 +271,16 @@ def test_certificate_from_another_ca_is_a_certificate_error(
         assert client.line() == CERT_ERROR[name]
         assert client.at_eof()
     assert gateway.wait_for_log(f"client SSL certificate verify error: ({UNKNOWN_ISSUER})")
+    assert auth_server.requests == []
+
+
+def test_expired_certificate_is_a_certificate_error(
+    gateway: Gateway, auth_server: AuthServer, pki: ClientPki
+) -> None:
+    with connect(gateway, "imaps", pki.expired) as client:
+        assert client.line() == CERT_ERROR["imaps"]
+        assert client.at_eof()
+    assert gateway.wait_for_log("client SSL certificate verify error: (10:certificate has expired)")
     assert auth_server.requests == []
 
 
