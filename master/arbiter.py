@@ -24,6 +24,7 @@ from mailgate.master.log import ErrorLog, os_error
 from mailgate.master.metrics import MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
 from mailgate.worker import metrics as worker_metrics
+from mailgate.worker.loop import drain
 from mailgate.worker.process import (
     BOOT_ERROR,
     Handler,
@@ -162,11 +163,7 @@ class Arbiter:
 
     def _wait(self, timeout: float) -> None:
         if self._selector.select(timeout):
-            try:
-                while os.read(self._wakeup_r, 512):
-                    pass
-            except BlockingIOError:
-                return
+            drain(self._wakeup_r)
 
     def _next_wait(self) -> float:
         now = time.monotonic()

@@ -8,8 +8,10 @@ enforce ``worker_connections`` and know when a graceful shutdown is done.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
+import os
 import selectors
 import time
 from collections.abc import Callable
@@ -24,6 +26,13 @@ ErrorHandler = Callable[[Exception, object], None]
 
 def _reraise(err: Exception, owner: object) -> None:
     raise err
+
+
+def drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (signal.set_wakeup_fd): its bytes only mean "look"."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            continue
 
 
 class Connection(Protocol):

@@ -30,7 +30,7 @@ import setproctitle
 
 from mailgate.config import model
 from mailgate.worker import metrics as worker_metrics
-from mailgate.worker.loop import Loop
+from mailgate.worker.loop import Loop, drain
 from mailgate.worker.session import SessionFactory
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
@@ -197,11 +197,7 @@ class Worker:
         self._signals.append(signo)
 
     def _drain_wakeup(self, mask: int) -> None:
-        try:
-            while os.read(self._wakeup_r, 512):
-                pass
-        except BlockingIOError:
-            return
+        drain(self._wakeup_r)
 
     def _dispatch_signals(self) -> None:
         while self._signals:

@@ -908,7 +908,7 @@ class _BackendLoginHandler:
         )
 
     def tls_established(self) -> None:
-        pass  # there is no TLS towards backends (as nginx)
+        """Never called: there is no TLS towards backends (as nginx)."""
 
     def write_drained(self) -> None:
-        pass
+        """Nothing to resume: the login machine sends one command per reply."""

@@ -13,6 +13,7 @@ EOF (``receive_data(b"")``): complete commands already buffered are still answer
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -108,7 +109,7 @@ class Parser(Protocol):
     def reset(self) -> None: ...
 
 
-class MailMachine(Generic[StateT]):
+class MailMachine(abc.ABC, Generic[StateT]):
     """The shared half of a client-side mail protocol machine (see the module docstring)."""
 
     START: StateT
@@ -240,11 +241,13 @@ class MailMachine(Generic[StateT]):
 
     # -- for the protocol modules -----------------------------------------------------------
 
+    @abc.abstractmethod
     def _buffer_size(self) -> int:
-        raise NotImplementedError
+        """The command buffer's size: ``*_client_buffer``, or POP3's fixed 128 bytes."""
 
+    @abc.abstractmethod
     def _greeting(self) -> bytes:
-        raise NotImplementedError
+        """The greeting line, as nginx sends it for this configuration."""
 
     def _process(self, parsed: Command | Parse) -> None:
         """One turn of nginx's ``*_auth_state``: handle the command, queue the reply."""
@@ -268,11 +271,13 @@ class MailMachine(Generic[StateT]):
         self._buf.rewind_if_drained()
         self._reply(reply)
 
+    @abc.abstractmethod
     def _failure_line(self, message: bytes, error_code: bytes | None) -> bytes:
-        raise NotImplementedError
+        """The reply to a login the auth server refused."""
 
+    @abc.abstractmethod
     def _auth_methods(self) -> Collection[str]:
-        raise NotImplementedError
+        """The ``*_auth`` methods this protocol accepts."""
 
     def _credentials(self, method: str, user: bytes, password: bytes) -> Credentials:
         salted = method in ("apop", "cram-md5")
