@@ -28,12 +28,12 @@ def py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def start_record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def start_record(pid: int, seconds: float, out: Path, rate: int = 250) -> subprocess.Popen[bytes]:
     binary = py_spy()
     if binary is None:
         raise RuntimeError("py-spy is not installed (.venv/bin/pip install py-spy)")
     argv = [binary, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
-    argv += ["--rate", "250", "--duration", str(int(seconds)), "--format", "raw"]
+    argv += ["--rate", str(rate), "--duration", str(int(seconds)), "--format", "raw"]
     argv += ["--output", str(out)]
     return procs.register(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
 
