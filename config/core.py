@@ -9,7 +9,7 @@ unchanged, it also accepts what such a file usually holds besides ``mail {}``:
   live in the skipped blocks, but with a warning for nginx's mail module, which mailgate is.
 * Main-level tuning directives that mean nothing to mailgate (``worker_cpu_affinity``,
   ``pcre_jit``...) are accepted with a warning; the ``events {}`` tuning ones
-  (``use``, ``multi_accept``, ``accept_mutex``...) silently.
+  (``use``, ``accept_mutex``...) silently. ``multi_accept`` is honoured.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ IGNORED_MAIN = (
 IGNORED_MAIN_FLAGS = ("pcre_jit", "quic_bpf")
 # events {} tuning that has no meaning for mailgate's worker loop: accepted silently.
 IGNORED_EVENTS = ("use", "accept_mutex_delay", "debug_connection", "worker_aio_requests")
-IGNORED_EVENTS_FLAGS = ("multi_accept", "accept_mutex")
+IGNORED_EVENTS_FLAGS = ("accept_mutex",)
 
 MAIL_MODULE_FILES = ("ngx_mail_module.so",)
 
@@ -147,6 +147,7 @@ DIRECTIVES = (
     Directive("stream", MAIN, BLOCK, skipped_block),
     Directive("load_module", MAIN, TAKE1, load_module),
     Directive("worker_connections", EVENTS, TAKE1, worker_connections, "worker_connections"),
+    Directive("multi_accept", EVENTS, FLAG, setters.flag, "multi_accept"),
     *(Directive(name, MAIN, MORE1, ignored) for name in IGNORED_MAIN),
     *(Directive(name, MAIN, FLAG, ignored_flag) for name in IGNORED_MAIN_FLAGS),
     *(Directive(name, EVENTS, MORE1, setters.ignore) for name in IGNORED_EVENTS),

@@ -30,6 +30,7 @@ def _main_config(state: ParseState) -> MainConfig:
         worker_processes=resolve_worker_processes() if auto else workers,  # type: ignore[arg-type]
         worker_processes_auto=auto,
         worker_connections=events.get("worker_connections", 512),  # type: ignore[arg-type]
+        multi_accept=events.get("multi_accept", False),  # type: ignore[arg-type]
         worker_rlimit_nofile=main.get("worker_rlimit_nofile"),  # type: ignore[arg-type]
         worker_shutdown_timeout=main.get("worker_shutdown_timeout"),  # type: ignore[arg-type]
         daemon=main.get("daemon", True),  # type: ignore[arg-type]

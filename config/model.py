@@ -275,6 +275,7 @@ class MainConfig:
     worker_processes: int = 1  # ``auto`` already resolved to the usable CPU count
     worker_processes_auto: bool = False
     worker_connections: int = 512
+    multi_accept: bool = False  # accept every pending connection per readiness event, or one
     worker_rlimit_nofile: int | None = None
     worker_shutdown_timeout: float | None = None
     daemon: bool = True

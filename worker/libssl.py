@@ -78,6 +78,7 @@ void SSL_CONF_CTX_free(SSL_CONF_CTX *cctx);
 
 int SSL_version(const SSL *ssl);
 int SSL_session_reused(const SSL *ssl);
+int SSL_has_pending(const SSL *s);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *ssl);
 SSL_SESSION *SSL_get_session(const SSL *ssl);
 long SSL_get_verify_result(const SSL *ssl);

@@ -1,7 +1,7 @@
-"""The worker's event loop: ``selectors.DefaultSelector`` plus a heap of timers.
+"""The worker's event loop: a readiness registry (epoll) plus a heap of timers.
 
-Readiness callbacks live in ``SelectorKey.data``: register with
-``loop.selector.register(sock, EVENT_READ, callback)`` and the loop calls ``callback(mask)``.
+Register with ``loop.selector.register(sock, EVENT_READ, callback)`` and the loop calls
+``callback(mask)`` (see :mod:`mailgate.worker.poller`).
 Connections that outlive the accept call (sessions) ``track`` themselves so the worker can
 enforce ``worker_connections`` and know when a graceful shutdown is done.
 """
@@ -12,16 +12,26 @@ import contextlib
 import heapq
 import itertools
 import os
-import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mailgate.worker.poller import new_registry
+
 ReadyCallback = Callable[[int], None]
 TimerCallback = Callable[[], None]
 # Called with the exception and the object the failing callback was bound to (if any).
 ErrorHandler = Callable[[Exception, object], None]
+
+
+# The heap is rebuilt without its cancelled timers once they are more than half of it (and at
+# least this many): every closed session cancels one, mostly long before its due time.
+COMPACT_AFTER = 1024
+
+
+def _cancelled() -> None:
+    """What a cancelled timer holds instead of its callback."""
 
 
 def _reraise(err: Exception, owner: object) -> None:
@@ -56,11 +66,12 @@ class Loop:
     """One selector, one timer heap, and the set of live connections."""
 
     def __init__(self, on_error: ErrorHandler = _reraise) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.selector = new_registry()
         # A bug in one connection's callback must not end the loop and every other connection.
         self.on_error = on_error
         self.connections: set[Connection] = set()
         self._timers: list[Timer] = []
+        self._cancelled = 0  # cancelled timers still in the heap
         self._seq = itertools.count()
 
     def call_later(self, delay: float, callback: TimerCallback) -> Timer:
@@ -71,7 +82,17 @@ class Loop:
 
     def cancel(self, timer: Timer) -> None:
         """Forget ``timer``; it is dropped lazily when it reaches the top of the heap."""
+        if timer.cancelled:
+            return
         timer.cancelled = True
+        # The callback is usually a bound method of a session: a cancelled timer waits in the
+        # heap until its due time (the session timeout), and must not keep the session alive.
+        timer.callback = _cancelled
+        self._cancelled += 1
+        if self._cancelled > COMPACT_AFTER and self._cancelled * 2 > len(self._timers):
+            self._timers = [t for t in self._timers if not t.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     def track(self, conn: Connection) -> None:
         self.connections.add(conn)
@@ -81,8 +102,7 @@ class Loop:
 
     def run_once(self, max_wait: float | None = None) -> None:
         """Wait for readiness or the next timer (at most ``max_wait``), then run what is due."""
-        for key, mask in self.selector.select(self._wait_time(max_wait)):
-            callback: ReadyCallback = key.data
+        for callback, mask in self.selector.select(self._wait_time(max_wait)):
             try:
                 callback(mask)
             except Exception as err:
@@ -96,6 +116,7 @@ class Loop:
     def _wait_time(self, max_wait: float | None) -> float | None:
         while self._timers and self._timers[0].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled -= 1
         if not self._timers:
             return max_wait
         until_timer = max(0.0, self._timers[0].when - time.monotonic())
@@ -105,7 +126,10 @@ class Loop:
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
+            if timer.cancelled:
+                self._cancelled -= 1
+            else:
+                timer.cancelled = True  # ran: a later cancel() has nothing to forget
                 try:
                     timer.callback()
                 except Exception as err:

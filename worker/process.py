@@ -34,7 +34,10 @@ from mailgate.worker.loop import Loop, drain
 from mailgate.worker.session import SessionFactory
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
-ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest
+# Accepts per readiness event with ``multi_accept on``, so one busy listener cannot starve the
+# rest. With the default ``off`` (nginx's), one: a second accept() would mostly fail with EAGAIN
+# (a system call and an exception per connection), and epoll reports a backlog again anyway.
+ACCEPT_BATCH = 64
 ACCEPT_PAUSE = 0.5  # seconds a listener rests after EMFILE/ENFILE (nginx: 500 ms)
 TITLE = "mailgate: worker process"
 TITLE_SHUTTING_DOWN = "mailgate: worker process is shutting down"
@@ -111,6 +114,7 @@ class Worker:
         self.handler = handler or SessionFactory(config, log, self.contexts)
         self.loop = Loop(on_error=self._callback_failed)
         self.quitting = False
+        self._accept_batch = ACCEPT_BATCH if config.main.multi_accept else 1
         self.terminating = False
         self._signals: collections.deque[int] = collections.deque()
         self._wakeup_r = -1
@@ -250,10 +254,12 @@ class Worker:
         def ready(mask: int) -> None:
             self._accept(listening)
 
+        # Not EPOLLEXCLUSIVE (which nginx uses): it wakes the worker that waited last, so an
+        # idle worker takes every connection of a light load while the others sit unused.
         self.loop.selector.register(listening.sock, selectors.EVENT_READ, ready)
 
     def _accept(self, listening: Listening) -> None:
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(self._accept_batch):
             try:
                 sock, _addr = listening.sock.accept()
             except (BlockingIOError, InterruptedError):

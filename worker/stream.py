@@ -10,17 +10,32 @@ selector is recomputed from the stream's state after every step rather than set 
 from __future__ import annotations
 
 import _socket
-import contextlib
+import functools
 import selectors
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
+from mailgate.worker import libssl
 from mailgate.worker.loop import Loop
 
 READ_CHUNK = 16384
+
+# Hot path: the TLS steps call OpenSSL through pyOpenSSL's own binding (the same functions
+# pyOpenSSL's methods call) and look at SSL_get_error() before raising anything. pyOpenSSL
+# raises WantReadError for every handshake step and empty read, and allocates a fresh
+# 16 KiB buffer for every recv(); those were a measurable share of a connection's Python time.
+# Errors still go through pyOpenSSL (``_raise_ssl_error``), so they read as before.
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_WANT_WRITE = _lib.SSL_ERROR_WANT_WRITE
+# One buffer for every TLS read: the loop runs one callback at a time, and each read is
+# copied out into bytes before the next.
+_READ_BUFFER = _ffi.new("char[]", READ_CHUNK)
+_BOTH_SHUTDOWN = SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN
 
 # ``socket.socket.family`` converts to the AddressFamily enum on every read (about 1 µs, read
 # two or three times per connection); the C attribute underneath is the same number as an int.
@@ -51,6 +66,28 @@ class StreamHandler(Protocol):
         """The write buffer became empty (the hook for back-pressure)."""
 
 
+class _Detached:
+    """The handler of a closed stream: its owner asked for the close and hears nothing more."""
+
+    def data_received(self, data: bytes) -> None:
+        """Nobody listens any more."""
+
+    def eof_received(self) -> None:
+        """Nobody listens any more."""
+
+    def connection_lost(self, reason: str) -> None:
+        """Nobody listens any more."""
+
+    def tls_established(self) -> None:
+        """Nobody listens any more."""
+
+    def write_drained(self) -> None:
+        """Nobody listens any more."""
+
+
+_DETACHED = _Detached()
+
+
 class Stream:
     """One socket on the loop, with a write buffer and an optional TLS layer."""
 
@@ -59,6 +96,8 @@ class Stream:
         self.sock = sock
         self.handler = handler
         self.tls: SSL.Connection | None = None
+        self._ssl: object = None  # the tls connection's SSL*
+        self._native_ssl: object = None  # the same, typed for mailgate.worker.libssl
         self.closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -72,7 +111,8 @@ class Stream:
         self._tls_wants_write = False  # a TLS read or handshake is blocked on writability
         self._tls_wants_read = False  # a TLS write is blocked on readability
         self._mask = 0
-        sock.setblocking(False)
+        if sock.gettimeout() != 0.0:  # the worker made accepted sockets non-blocking already
+            sock.setblocking(False)
         if socket_family(sock) in (socket.AF_INET, socket.AF_INET6):
             # Without it the greeting after a handshake waits for the client's delayed ACK
             # (about 40 ms), as it does behind nginx.
@@ -91,7 +131,9 @@ class Stream:
             self._update_interest()
             return
         self.tls = SSL.Connection(ctx, self.sock)
-        self.tls.set_accept_state()
+        self._ssl = self.tls._ssl
+        self._native_ssl = None
+        _lib.SSL_set_accept_state(self._ssl)
         self._handshaking = True
         self._handshake()
 
@@ -127,7 +169,7 @@ class Stream:
         self._reading = True
         self._update_interest()
         # Records already decrypted inside OpenSSL never make the socket readable again.
-        if self.tls is not None and not self._handshaking and self.tls.pending():
+        if self.tls is not None and not self._handshaking and self._tls_buffered():
             self.loop.call_later(0, self._read)
 
     def close(self) -> None:
@@ -136,15 +178,20 @@ class Stream:
             return
         self.closed = True
         if self._mask:
-            self.loop.selector.unregister(self.sock)
+            self.loop.selector.forget(self.sock)  # closed below
             self._mask = 0
         if self.tls is not None:
-            with contextlib.suppress(SSL.Error):
-                self.tls.shutdown()  # one non-blocking attempt to send close_notify
+            # One non-blocking attempt to send close_notify; a failure leaves errors queued
+            # that must not be read as the next connection's.
+            if _lib.SSL_shutdown(self._ssl) < 0:
+                _lib.ERR_clear_error()
             # Freeing an SSL that was never shut down marks its session not resumable, and
             # real mail clients mostly just drop the TCP connection.
-            self.tls.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+            _lib.SSL_set_shutdown(self._ssl, _BOTH_SHUTDOWN)
         self.sock.close()
+        # The owner holds the stream and the stream its owner: dropping this side lets both be
+        # freed as soon as the owner lets go, instead of by the cyclic garbage collector.
+        self.handler = _DETACHED
 
     # -- readiness ---------------------------------------------------------------------------
 
@@ -183,16 +230,20 @@ class Stream:
     # -- TLS handshake ---------------------------------------------------------------------
 
     def _handshake(self) -> None:
-        assert self.tls is not None
-        try:
-            self.tls.do_handshake()
-        except SSL.WantReadError:
-            self._tls_wants_write = False
-        except SSL.WantWriteError:
-            self._tls_wants_write = True
-        except (SSL.Error, OSError) as err:
-            self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
-            return
+        ssl = self._ssl
+        result = _lib.SSL_do_handshake(ssl)
+        if result != 1:
+            code = _lib.SSL_get_error(ssl, result)
+            if code == _WANT_READ:
+                self._tls_wants_write = False
+            elif code == _WANT_WRITE:
+                self._tls_wants_write = True
+            else:
+                try:
+                    _raise_error(self.tls, result)
+                except (SSL.Error, OSError) as err:
+                    self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
+                    return
         else:
             self._handshaking = False
             self._tls_wants_write = False
@@ -208,7 +259,7 @@ class Stream:
         while self._reading and not self.closed and not self._eof:
             try:
                 data = self._recv()
-            except (BlockingIOError, SSL.WantReadError):
+            except BlockingIOError:
                 break
             except SSL.WantWriteError:
                 self._tls_wants_write = True
@@ -221,22 +272,42 @@ class Stream:
             except (SSL.Error, OSError) as err:
                 self._fail(f"recv() failed ({_describe(err)})")
                 return
+            if data is None:
+                break  # TLS wants more records first
             if not data:
                 self._eof = True
                 self.handler.eof_received()
                 break
             self.bytes_in += len(data)
             self.handler.data_received(data)
-            if len(data) < READ_CHUNK and (self.tls is None or not self.tls.pending()):
+            if len(data) < READ_CHUNK and (self.tls is None or not self._tls_buffered()):
                 # Drained for now: epoll is level-triggered and will say when more arrives,
                 # which saves a recv() that could only fail with EAGAIN (an exception here).
                 break
         self._update_interest()
 
-    def _recv(self) -> bytes:
-        if self.tls is not None:
-            return bytes(self.tls.recv(READ_CHUNK))
-        return self.sock.recv(READ_CHUNK)
+    def _tls_buffered(self) -> bool:
+        """OpenSSL holds bytes the socket will not report again: decrypted plaintext, or
+        records read ahead but not yet processed."""
+        ffi, lib = _native()
+        if self._native_ssl is None:  # cast once, and only for a stream that needs it
+            self._native_ssl = ffi.cast("SSL *", int(_ffi.cast("uintptr_t", self._ssl)))
+        return bool(lib.SSL_has_pending(self._native_ssl))
+
+    def _recv(self) -> bytes | None:
+        """The next chunk; None when TLS must wait for more records (no exception raised)."""
+        if self.tls is None:
+            return self.sock.recv(READ_CHUNK)
+        result = _lib.SSL_read(self._ssl, _READ_BUFFER, READ_CHUNK)
+        if result > 0:
+            return bytes(_ffi.buffer(_READ_BUFFER, result))
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code == _WANT_READ:
+            return None
+        if code == _WANT_WRITE:
+            raise SSL.WantWriteError()
+        _raise_error(self.tls, result)
+        return b""  # SSL_ERROR_NONE with nothing read: treat as the end
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -280,13 +351,37 @@ class Stream:
             pass  # the peer is gone already; the read side will report it
 
     def _send(self, chunk: memoryview) -> int:
-        if self.tls is not None:
-            return int(self.tls.send(chunk))
-        return self.sock.send(chunk)
+        if self.tls is None:
+            return self.sock.send(chunk)
+        with _ffi.from_buffer(chunk) as data:
+            result = _lib.SSL_write(self._ssl, data, len(chunk))
+        if result > 0:
+            return int(result)
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code == _WANT_WRITE:
+            raise SSL.WantWriteError()
+        if code == _WANT_READ:
+            raise SSL.WantReadError()
+        _raise_error(self.tls, result)
+        raise SSL.Error("SSL_write() returned no bytes and no error")
 
     def _fail(self, reason: str) -> None:
+        handler = self.handler
         self.close()
-        self.handler.connection_lost(reason)
+        handler.connection_lost(reason)
+
+
+@functools.cache
+def _native() -> tuple[Any, Any]:
+    """mailgate.worker.libssl's ffi and libssl (SSL_has_pending() is not in pyOpenSSL's)."""
+    ffi, ssl_lib, _ = libssl.native()
+    return ffi, ssl_lib
+
+
+def _raise_error(conn: SSL.Connection | None, result: int) -> None:
+    """Raise the pyOpenSSL exception for a failed TLS call, as its own methods would."""
+    assert conn is not None
+    conn._raise_ssl_error(conn._ssl, result)
 
 
 def _describe(err: BaseException) -> str:

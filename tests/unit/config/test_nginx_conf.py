@@ -101,3 +101,13 @@ def test_events_tuning_directives_are_accepted_silently(load: Load) -> None:
 def test_ignored_flag_directive_still_checks_its_value(load: Load) -> None:
     with pytest.raises(ConfigError, match='it must be "on" or "off"'):
         load("pcre_jit yes;")
+
+
+def test_multi_accept_is_off_unless_turned_on(load: Load) -> None:
+    assert load("events { }").main.multi_accept is False
+    assert load("events { multi_accept on; }").main.multi_accept is True
+
+
+def test_multi_accept_takes_only_on_or_off(load: Load) -> None:
+    with pytest.raises(ConfigError, match='it must be "on" or "off"'):
+        load("events { multi_accept yes; }")

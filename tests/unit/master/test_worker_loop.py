@@ -1,11 +1,12 @@
-"""The worker's loop: selector callbacks in SelectorKey.data and a timer heap."""
+"""The worker's loop: a callback per registered socket and a timer heap."""
 
 from __future__ import annotations
 
 import selectors
 import socket
+import weakref
 
-from mailgate.worker.loop import Loop
+from mailgate.worker.loop import COMPACT_AFTER, Loop
 
 
 def test_timers_run_in_due_order() -> None:
@@ -53,4 +54,45 @@ def test_a_failing_callback_is_reported_and_the_loop_goes_on() -> None:
     loop.run_once(0)
     assert failures == [("bug", broken)]
     assert ran == ["next"]
+    loop.close()
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
+    # A closed session cancels its timeout timer, which stays in the heap until its due time:
+    # it must not keep the session alive that long.
+    loop = Loop()
+
+    class Owner:
+        def fire(self) -> None:
+            raise AssertionError("cancelled")
+
+    owner = Owner()
+    gone = weakref.ref(owner)
+    loop.cancel(loop.call_later(60, owner.fire))
+    del owner
+    assert gone() is None
+    loop.close()
+
+
+def test_cancelled_timers_do_not_pile_up_in_the_heap() -> None:
+    loop = Loop()
+    timers = [loop.call_later(60, lambda: None) for _ in range(3 * COMPACT_AFTER)]
+    for timer in timers:
+        loop.cancel(timer)
+    assert len(loop._timers) <= COMPACT_AFTER + 1
+    ran: list[str] = []
+    loop.call_later(0, lambda: ran.append("due"))
+    loop.run_once(0)
+    assert ran == ["due"]
+    loop.close()
+
+
+def test_cancelling_a_timer_that_already_ran_changes_nothing() -> None:
+    loop = Loop()
+    ran: list[str] = []
+    timer = loop.call_later(0, lambda: ran.append("once"))
+    loop.run_once(0)
+    loop.cancel(timer)
+    loop.run_once(0)
+    assert ran == ["once"]
     loop.close()

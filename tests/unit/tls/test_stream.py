@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import selectors
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +85,9 @@ class Server:
     def stop(self) -> None:
         self.running = False
         self.thread.join()
+        for handler in self.handlers:
+            if handler.stream is not None:
+                handler.stream.close()
         self.listener.close()
         self.loop.close()
 
@@ -222,3 +227,68 @@ def test_tls_client_dropping_tcp_is_an_eof(tls_server: Server, client_ctx: ssl.S
             break
         threading.Event().wait(0.02)
     assert tls_server.handlers[0].events == ["tls", "eof"]
+
+
+class MemoryClient:
+    """A TLS client whose records we send ourselves, so which segment carries what is ours."""
+
+    def __init__(self, raw: socket.socket, client_ctx: ssl.SSLContext) -> None:
+        self.raw = raw
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.raw.sendall(self.outgoing.read())
+                self.incoming.write(self.raw.recv(65536))
+        self.raw.sendall(self.outgoing.read())
+
+    def send_in_one_segment(self, *messages: bytes) -> None:
+        for message in messages:
+            self.tls.write(message)  # one record each
+        self.raw.sendall(self.outgoing.read())
+
+    def read_exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            try:
+                data += self.tls.read(size - len(data))
+            except ssl.SSLWantReadError:
+                chunk = self.raw.recv(65536)
+                assert chunk, f"EOF after {data!r}"
+                self.incoming.write(chunk)
+        return data
+
+
+def test_records_that_arrive_in_one_segment_are_all_delivered(
+    tls_server: Server, client_ctx: ssl.SSLContext
+) -> None:
+    # OpenSSL reads ahead: both records land in its buffer with one read, and the socket never
+    # becomes readable again for the second; the stream must still hand it over.
+    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as raw:
+        client = MemoryClient(raw, client_ctx)
+        client.send_in_one_segment(b"one\r\n", b"two\r\n")
+        assert client.read_exactly(10) == b"one\r\ntwo\r\n"
+
+
+def test_a_closed_stream_lets_go_of_its_handler() -> None:
+    # Owner and stream refer to each other; after close the owner must be freed by reference
+    # counting alone (the cyclic collector would free it late, and at a cost per connection).
+    loop = Loop()
+    left, right = socket.socketpair()
+    handler = Echo(None)
+    handler.stream = Stream(loop, left, handler)
+    gone = weakref.ref(handler)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        handler.stream.close()
+        del handler
+        assert gone() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+        right.close()
+        loop.close()

@@ -42,3 +42,22 @@ def test_events_wait_for_the_flush_and_then_add_up() -> None:
     assert value(proxied) == before[2] + 2
     assert value(full) == before[3] + 3
     assert not metrics._pending and not metrics._closes and not metrics._observed
+
+
+def bucket_counts(histogram: object) -> list[float]:
+    return [float(b.get()) for b in histogram._buckets]  # type: ignore[attr-defined]
+
+
+def test_timings_observed_together_fill_the_same_buckets_as_one_by_one() -> None:
+    from prometheus_client import Histogram
+
+    one_by_one, together = (
+        Histogram(f"t_{name}", "t", buckets=metrics.HANDSHAKE_BUCKETS, registry=None)
+        for name in ("one", "together")
+    )
+    timings = [0.0001, 0.002, 0.002, 0.05, 0.3, 7.0, 120.0, 0.0]
+    for seconds in timings:
+        one_by_one.observe(seconds)
+    metrics._observe_all(together, timings)
+    assert bucket_counts(together) == bucket_counts(one_by_one)
+    assert float(together._sum.get()) == pytest.approx(sum(timings))  # type: ignore[attr-defined]
