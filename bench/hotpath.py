@@ -1,14 +1,16 @@
-"""Server CPU per connection of one mailgate process, for iterating on the hot paths.
+"""Server cost per connection of one gateway process, for iterating on the hot paths.
 
-``make bench`` compares mailgate with nginx; this measures mailgate alone, quickly and with
-less noise: one process (``master_process off``), one ECDSA implicit-TLS listener, and
-``openssl s_time`` as the load. It prints the server's CPU µs per connection for full TLS 1.3
-and TLS 1.2 handshakes and TLS 1.2 resumptions. ``--profile`` runs the server under cProfile
-instead and prints the functions with the most own time, with calls per connection: the
-counts are exact, the times inflated by the profiler.
+``make bench`` compares mailgate with nginx under the whole setup; this measures one process
+(``master_process off``) with one ECDSA implicit-TLS listener, quickly: full TLS 1.3 and
+TLS 1.2 handshakes and TLS 1.2 resumptions from ``openssl s_time``, TLS 1.3 resumptions from
+bench.clients. It prints the server's CPU µs per connection, or with ``--instructions`` the
+instructions callgrind counts (thousands per connection: the same for the same work, whatever
+else the machine does). ``--nginx`` measures nginx on the same file. ``--profile`` runs
+mailgate under cProfile and prints the functions with the most own time, with calls per
+connection (the counts are exact, the times inflated); ``--spy`` samples it with py-spy.
 
     .venv/bin/python -m bench.hotpath [--seconds 5] [--rounds 3] [--nginx] [--compare REV]
-        [--profile | --spy]
+        [--instructions | --profile | --spy]
 
 ``--compare HEAD`` measures the committed code beside the working tree, alternating, so a
 change is judged against its base on the same machine in the same minutes.
@@ -31,14 +33,15 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from bench import procs, profile, servers
+from bench import clients, procs, profile, servers
 from tests.servers.ports import free_ports
 
 LOOPBACK = "127.0.0.1"
-LOADS = {
+LOADS: dict[str, list[str]] = {
     "full TLS 1.3": ["-new", "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
     "full TLS 1.2": ["-new", "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
     "resumed TLS 1.2": ["-reuse", "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+    "resumed TLS 1.3": [],  # s_time cannot: bench.clients resumes one ticket in a loop
 }
 CONNECTIONS = re.compile(r"^(\d+) connections in [\d.]+s;", re.MULTILINE)
 
@@ -72,6 +75,14 @@ def _certificate(folder: Path) -> None:
          "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
         check=True, capture_output=True,
     )  # fmt: skip
+
+
+def _load(port: int, options: list[str], seconds: int) -> int:
+    """Run one load for ``seconds``; the connections it made."""
+    if not options:
+        resumed, full, _ = clients.tls13_resumptions(port, seconds)
+        return resumed + full
+    return _s_time(port, options, seconds)
 
 
 def _s_time(port: int, options: list[str], seconds: int) -> int:
@@ -247,7 +258,7 @@ def _measure(  # noqa: PLR0917
             if raw is not None:
                 recorder = profile.start_record(server.pid, seconds, raw, rate=1000)
             meter.start(server.pid)
-            count = _s_time(port, options, seconds)
+            count = _load(port, options, seconds)
             found[name] = (count, meter.stop(server.pid) / max(count, 1))
             if recorder is not None and raw is not None:
                 recorder.wait(30)

@@ -56,6 +56,9 @@ class ImapCapabilities:
     starttls_only: bytes  # starttls only, before TLS: LOGINDISABLED and no AUTH=
 
 
+_VERBS = frozenset(COMMANDS)
+
+
 @functools.lru_cache(maxsize=64)
 def capabilities(extensions: tuple[str, ...], auth: tuple[str, ...]) -> ImapCapabilities:
     head = b"* CAPABILITY" + b"".join(b" " + ext.encode() for ext in extensions)
@@ -82,7 +85,7 @@ class ImapMachine(MailMachine[ImapState]):
 
     def __init__(self, server: model.ServerConfig, salt: bytes, *, tls: bool = False) -> None:
         super().__init__(server, salt, tls=tls)
-        self._parser = ImapParser(COMMANDS)
+        self._parser = ImapParser(_VERBS)
         self._capabilities = capabilities(server.imap_capabilities, server.imap_auth)
         self._text = b""  # an untagged line sent before the tagged one
         self._tagged = True

@@ -175,7 +175,8 @@ class ImapParser:
     """
 
     def __init__(self, verbs: Collection[str]) -> None:
-        self._verbs = frozenset(verbs)
+        # A machine passes the same frozenset for every connection: no copy then.
+        self._verbs = verbs if isinstance(verbs, frozenset) else frozenset(verbs)
         self.state = _Imap.START
         self.tag = b""
         self.quit = False
