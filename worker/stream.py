@@ -10,11 +10,10 @@ selector is recomputed from the stream's state after every step rather than set 
 from __future__ import annotations
 
 import _socket
-import functools
 import selectors
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
@@ -289,10 +288,9 @@ class Stream:
     def _tls_buffered(self) -> bool:
         """OpenSSL holds bytes the socket will not report again: decrypted plaintext, or
         records read ahead but not yet processed."""
-        ffi, lib = _native()
         if self._native_ssl is None:  # cast once, and only for a stream that needs it
-            self._native_ssl = ffi.cast("SSL *", int(_ffi.cast("uintptr_t", self._ssl)))
-        return bool(lib.SSL_has_pending(self._native_ssl))
+            self._native_ssl = libssl.ssl_ptr(self.tls)
+        return bool(libssl.native()[1].SSL_has_pending(self._native_ssl))
 
     def _recv(self) -> bytes | None:
         """The next chunk; None when TLS must wait for more records (no exception raised)."""
@@ -369,13 +367,6 @@ class Stream:
         handler = self.handler
         self.close()
         handler.connection_lost(reason)
-
-
-@functools.cache
-def _native() -> tuple[Any, Any]:
-    """mailgate.worker.libssl's ffi and libssl (SSL_has_pending() is not in pyOpenSSL's)."""
-    ffi, ssl_lib, _ = libssl.native()
-    return ffi, ssl_lib
 
 
 def _raise_error(conn: SSL.Connection | None, result: int) -> None:
