@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailgate.worker.poller import new_registry
+from mailgate.worker.poller import EpollRegistry
 
 ReadyCallback = Callable[[int], None]
 TimerCallback = Callable[[], None]
@@ -66,7 +66,7 @@ class Loop:
     """One selector, one timer heap, and the set of live connections."""
 
     def __init__(self, on_error: ErrorHandler = _reraise) -> None:
-        self.selector = new_registry()
+        self.selector = EpollRegistry()
         # A bug in one connection's callback must not end the loop and every other connection.
         self.on_error = on_error
         self.connections: set[Connection] = set()

@@ -5,7 +5,7 @@ It has the shape of ``selectors.EpollSelector`` as the loop uses it (``register`
 ``SelectorKey`` tuple built for every register and modify, the abstract base's bookkeeping,
 and a second lookup per ready descriptor. Every connection registers, modifies and
 unregisters a few times, so that bookkeeping was a visible share of a TLS handshake's Python
-time. Where epoll is missing (not Linux), ``selectors.DefaultSelector`` serves instead.
+time. mailgate runs on Linux only (SysV semaphores, pre-fork), so there is no other backend.
 """
 
 from __future__ import annotations
@@ -15,25 +15,13 @@ import math
 import select
 import selectors
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 Callback = Callable[[int], None]
 FileLike = Any  # a socket or anything with fileno(), or a descriptor number
-
-
-class Registry(Protocol):
-    """What the loop and its users need of a selector."""
-
-    def register(self, fileobj: FileLike, events: int, data: Callback) -> None: ...
-    def modify(self, fileobj: FileLike, events: int, data: Callback) -> None: ...
-    def unregister(self, fileobj: FileLike) -> None: ...
-    def forget(self, fileobj: FileLike) -> None: ...
-    def get_map(self) -> Mapping[Any, object]: ...
-    def select(self, timeout: float | None) -> list[tuple[Callback, int]]: ...
-    def close(self) -> None: ...
 
 
 def _fd(fileobj: FileLike) -> int:
@@ -126,35 +114,3 @@ class EpollRegistry:
                 if entry[0] is fileobj:
                     return fd
             raise
-
-
-class SelectorsRegistry:
-    """The portable fallback over ``selectors.DefaultSelector``."""
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-
-    def register(self, fileobj: FileLike, events: int, data: Callback) -> None:
-        self._selector.register(fileobj, events, data)
-
-    def modify(self, fileobj: FileLike, events: int, data: Callback) -> None:
-        self._selector.modify(fileobj, events, data)
-
-    def unregister(self, fileobj: FileLike) -> None:
-        self._selector.unregister(fileobj)
-
-    def forget(self, fileobj: FileLike) -> None:
-        self._selector.unregister(fileobj)
-
-    def get_map(self) -> Mapping[Any, object]:
-        return self._selector.get_map()
-
-    def select(self, timeout: float | None) -> list[tuple[Callback, int]]:
-        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
-
-    def close(self) -> None:
-        self._selector.close()
-
-
-def new_registry() -> Registry:
-    return EpollRegistry() if hasattr(select, "epoll") else SelectorsRegistry()

@@ -229,20 +229,13 @@ class Stream:
     # -- TLS handshake ---------------------------------------------------------------------
 
     def _handshake(self) -> None:
-        ssl = self._ssl
-        result = _lib.SSL_do_handshake(ssl)
+        result = _lib.SSL_do_handshake(self._ssl)
         if result != 1:
-            code = _lib.SSL_get_error(ssl, result)
-            if code == _WANT_READ:
-                self._tls_wants_write = False
-            elif code == _WANT_WRITE:
-                self._tls_wants_write = True
-            else:
-                try:
-                    _raise_error(self.tls, result)
-                except (SSL.Error, OSError) as err:
-                    self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
-                    return
+            try:
+                self._tls_wants_write = self._wanted(result) == _WANT_WRITE
+            except (SSL.Error, OSError) as err:
+                self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
+                return
         else:
             self._handshaking = False
             self._tls_wants_write = False
@@ -299,13 +292,9 @@ class Stream:
         result = _lib.SSL_read(self._ssl, _READ_BUFFER, READ_CHUNK)
         if result > 0:
             return bytes(_ffi.buffer(_READ_BUFFER, result))
-        code = _lib.SSL_get_error(self._ssl, result)
-        if code == _WANT_READ:
+        if self._wanted(result) == _WANT_READ:
             return None
-        if code == _WANT_WRITE:
-            raise SSL.WantWriteError()
-        _raise_error(self.tls, result)
-        return b""  # SSL_ERROR_NONE with nothing read: treat as the end
+        raise SSL.WantWriteError()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -355,24 +344,25 @@ class Stream:
             result = _lib.SSL_write(self._ssl, data, len(chunk))
         if result > 0:
             return int(result)
-        code = _lib.SSL_get_error(self._ssl, result)
-        if code == _WANT_WRITE:
+        if self._wanted(result) == _WANT_WRITE:
             raise SSL.WantWriteError()
-        if code == _WANT_READ:
-            raise SSL.WantReadError()
-        _raise_error(self.tls, result)
-        raise SSL.Error("SSL_write() returned no bytes and no error")
+        raise SSL.WantReadError()
+
+    def _wanted(self, result: int) -> int:
+        """After a TLS call that did not finish: ``_WANT_READ`` or ``_WANT_WRITE``, without an
+        exception; any other outcome raises pyOpenSSL's own exception for it."""
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code in (_WANT_READ, _WANT_WRITE):
+            return int(code)
+        assert self.tls is not None
+        self.tls._raise_ssl_error(self._ssl, result)
+        # SSL_ERROR_NONE on a call that returned <= 0: OpenSSL never does that.
+        raise SSL.Error(f"TLS call returned {result} without an error")
 
     def _fail(self, reason: str) -> None:
         handler = self.handler
         self.close()
         handler.connection_lost(reason)
-
-
-def _raise_error(conn: SSL.Connection | None, result: int) -> None:
-    """Raise the pyOpenSSL exception for a failed TLS call, as its own methods would."""
-    assert conn is not None
-    conn._raise_ssl_error(conn._ssl, result)
 
 
 def _describe(err: BaseException) -> str:
