@@ -19,12 +19,9 @@ change is judged against its base on the same machine in the same minutes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pstats
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,20 +30,21 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from bench import clients, procs, profile, servers
+from bench import clients, measure, procs, profile, servers
 from tests.servers.ports import free_ports
 
-LOOPBACK = "127.0.0.1"
-LOADS: dict[str, list[str]] = {
-    "full TLS 1.3": ["-new", "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
-    "full TLS 1.2": ["-new", "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
-    "resumed TLS 1.2": ["-reuse", "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
-    "resumed TLS 1.3": [],  # s_time cannot: bench.clients resumes one ticket in a loop
+LOOPBACK = servers.LOOPBACK
+# (s_time mode, TLS version) against the ECDSA certificate; None: bench.clients' TLS 1.3
+# resumption loop (s_time cannot resume TLS 1.3).
+LOADS: dict[str, tuple[str, str] | None] = {
+    "full TLS 1.3": ("-new", "1.3"),
+    "full TLS 1.2": ("-new", "1.2"),
+    "resumed TLS 1.2": ("-reuse", "1.2"),
+    "resumed TLS 1.3": None,
 }
-CONNECTIONS = re.compile(r"^(\d+) connections in [\d.]+s;", re.MULTILINE)
 
 
-def _config(folder: Path, port: int) -> str:
+def _config(folder: Path, port: int, certs: servers.Certificates) -> str:
     return f"""\
 load_module {servers.MAIL_MODULE};
 daemon off;
@@ -61,45 +59,29 @@ mail {{
     server {{
         listen {LOOPBACK}:{port} ssl;
         protocol imap;
-        ssl_certificate {folder / "cert.pem"};
-        ssl_certificate_key {folder / "key.pem"};
+        ssl_certificate {certs.ecdsa_cert};
+        ssl_certificate_key {certs.ecdsa_key};
     }}
 }}
 """
 
 
-def _certificate(folder: Path) -> None:
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-
-
-def _load(port: int, options: list[str], seconds: int) -> int:
-    """Run one load for ``seconds``; the connections it made."""
-    if not options:
+def _load(port: int, load: tuple[str, str] | None, seconds: int) -> int:
+    """Run one load for ``seconds`` with one client; the connections it made."""
+    if load is None:
         resumed, full, _ = clients.tls13_resumptions(port, seconds)
         return resumed + full
-    return _s_time(port, options, seconds)
-
-
-def _s_time(port: int, options: list[str], seconds: int) -> int:
-    out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"{LOOPBACK}:{port}", "-time", str(seconds), *options],
-        capture_output=True, text=True, check=False,
-    ).stdout  # fmt: skip
-    return sum(int(n) for n in CONNECTIONS.findall(out))
+    mode, version = load
+    count, _, _ = measure.s_time(port, mode, version, "ecdsa", seconds=seconds, clients_=1)
+    return count
 
 
 def _wait_listening(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 1):
-            return
+    while not servers.accepts(port):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the gateway did not listen on port {port}")
         time.sleep(0.1)
-    raise SystemExit(f"mailgate did not listen on port {port}")
 
 
 class Meter(Protocol):
@@ -173,10 +155,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="mailgate-hotpath-"))
-    _certificate(folder)
+    certs = servers.make_certificates(folder)
     (port,) = free_ports(1)
     conf = folder / "gateway.conf"
-    conf.write_text(_config(folder, port))
+    conf.write_text(_config(folder, port, certs))
     profile = folder / "profile.out"
     meter: Meter = Instructions(folder) if args.instructions else CpuTime()
     counted = Instructions.wrapper(folder) if args.instructions else []
@@ -251,14 +233,14 @@ def _measure(  # noqa: PLR0917
     found = {}
     try:
         _wait_listening(port, meter.start_timeout)
-        _s_time(port, LOADS["full TLS 1.3"], 1)  # warm-up
-        for name, options in LOADS.items():
+        _load(port, LOADS["full TLS 1.3"], 1)  # warm-up
+        for name, load in LOADS.items():
             raw = None if spy is None else spy / f"{name.replace(' ', '-')}.txt"
             recorder = None
             if raw is not None:
                 recorder = profile.start_record(server.pid, seconds, raw, rate=1000)
             meter.start(server.pid)
-            count = _load(port, options, seconds)
+            count = _load(port, load, seconds)
             found[name] = (count, meter.stop(server.pid) / max(count, 1))
             if recorder is not None and raw is not None:
                 recorder.wait(30)
