@@ -23,7 +23,7 @@ DEB_DEMO_STAMP := $(VENV)/.deb-demo-stamp
 DEMO_DIR := /tmp/mailgate-demo
 PY_STAMP := $(VENV)/.py-stamp
 
-.PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert bench
+.PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert bench hotpath
 
 install: $(PY_STAMP)
 
@@ -103,8 +103,10 @@ demo-stop:
 
 # mailgate against nginx's mail proxy on one config file; rewrites BENCHMARKS.md's results
 # (about 12 min; `make bench BENCH_ARGS=--quick` for a smoke run of about 2 min). perf is
-# optional: without it the harness skips the per-library CPU split.
-DEB_BENCH := linux-perf
+# optional: without it the harness skips the per-library CPU split. valgrind is for
+# `make hotpath HOTPATH_ARGS=--instructions` (bench/hotpath.py: one gateway process's cost per
+# connection, for work on the hot path).
+DEB_BENCH := linux-perf valgrind
 DEB_BENCH_STAMP := $(VENV)/.deb-bench-stamp
 
 $(DEB_BENCH_STAMP): Makefile $(DEB_STAMP)
@@ -114,6 +116,10 @@ $(DEB_BENCH_STAMP): Makefile $(DEB_STAMP)
 bench: $(PY_STAMP) $(DEB_TEST_STAMP) $(DEB_BENCH_STAMP)
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install -q --disable-pip-version-check py-spy
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+hotpath: $(PY_STAMP) $(DEB_TEST_STAMP) $(DEB_BENCH_STAMP)
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install -q --disable-pip-version-check py-spy
+	$(BIN)/python -m bench.hotpath $(HOTPATH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TYPECHECK_VENV) build dist *.egg-info .pytest_cache .mypy_cache \

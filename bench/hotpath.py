@@ -9,6 +9,7 @@ else the machine does). ``--nginx`` measures nginx on the same file. ``--profile
 mailgate under cProfile and prints the functions with the most own time, with calls per
 connection (the counts are exact, the times inflated); ``--spy`` samples it with py-spy.
 
+    make hotpath HOTPATH_ARGS="..."   (installs valgrind and py-spy), or
     .venv/bin/python -m bench.hotpath [--seconds 5] [--rounds 3] [--nginx] [--compare REV]
         [--instructions | --profile | --spy]
 
