@@ -32,6 +32,7 @@ from mailgate.config import model
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import Loop, drain
 from mailgate.worker.session import SessionFactory
+from mailgate.worker.stream import socket_family
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
 # Accepts per readiness event with ``multi_accept on``, so one busy listener cannot starve the
@@ -88,6 +89,16 @@ def close_at_once(
 ) -> None:
     """A handler that refuses every connection: the client reads EOF."""
     sock.close()
+
+
+def accept(listener: socket.socket) -> socket.socket:
+    """``listener.accept()`` without its per-call enum conversions of family and type.
+
+    ``socket.accept`` builds the new socket from ``self.family`` and ``self.type``, each an
+    enum conversion in Python; a listener's are fixed, and the C attribute is a plain int.
+    """
+    fd, _addr = listener._accept()  # type: ignore[attr-defined]
+    return socket.socket(socket_family(listener), socket.SOCK_STREAM, 0, fileno=fd)
 
 
 class WorkerBootError(Exception):
@@ -261,7 +272,7 @@ class Worker:
     def _accept(self, listening: Listening) -> None:
         for _ in range(self._accept_batch):
             try:
-                sock, _addr = listening.sock.accept()
+                sock = accept(listening.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:

@@ -13,6 +13,7 @@ import _socket
 import selectors
 import socket
 from collections.abc import Callable
+from errno import errorcode
 from typing import Protocol
 
 from OpenSSL import SSL
@@ -31,6 +32,8 @@ READ_CHUNK = 16384
 # Errors still go through pyOpenSSL (``_raise_ssl_error``), so they read as before.
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 _WANT_WRITE = _lib.SSL_ERROR_WANT_WRITE
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_SYSCALL = _lib.SSL_ERROR_SYSCALL
 # One buffer for every TLS read: the loop runs one callback at a time, and each read is
 # copied out into bytes before the next.
 _READ_BUFFER = _ffi.new("char[]", READ_CHUNK)
@@ -195,14 +198,16 @@ class Stream:
     # -- readiness ---------------------------------------------------------------------------
 
     def _on_ready(self, mask: int) -> None:
+        # _handshake() and _read() end by updating the interest themselves.
         if self._handshaking:
             self._handshake()
+            return
+        if mask & selectors.EVENT_WRITE or self._tls_wants_read:
+            self._flush()
+        if not self.closed and (mask & selectors.EVENT_READ or self._tls_wants_write):
+            self._read()
         else:
-            if mask & selectors.EVENT_WRITE or self._tls_wants_read:
-                self._flush()
-            if not self.closed and (mask & selectors.EVENT_READ or self._tls_wants_write):
-                self._read()
-        self._update_interest()
+            self._update_interest()
 
     def _update_interest(self) -> None:
         if self.closed:
@@ -256,11 +261,9 @@ class Stream:
             except SSL.WantWriteError:
                 self._tls_wants_write = True
                 break
-            except (SSL.ZeroReturnError, SSL.SysCallError) as err:
-                if isinstance(err, SSL.SysCallError) and err.args[0] not in (-1, 0):
-                    self._fail(f"SSL_read() failed ({_describe(err)})")
-                    return
-                data = b""  # close_notify, or a TLS peer that just closed TCP
+            except SSL.SysCallError as err:
+                self._fail(f"SSL_read() failed ({_describe(err)})")
+                return
             except (SSL.Error, OSError) as err:
                 self._fail(f"recv() failed ({_describe(err)})")
                 return
@@ -286,15 +289,30 @@ class Stream:
         return bool(libssl.native()[1].SSL_has_pending(self._native_ssl))
 
     def _recv(self) -> bytes | None:
-        """The next chunk; None when TLS must wait for more records (no exception raised)."""
+        """The next chunk; b"" at the end of the stream; None when TLS must wait for more
+        records. Only a real failure raises (pyOpenSSL's exception for it)."""
         if self.tls is None:
             return self.sock.recv(READ_CHUNK)
         result = _lib.SSL_read(self._ssl, _READ_BUFFER, READ_CHUNK)
         if result > 0:
             return bytes(_ffi.buffer(_READ_BUFFER, result))
-        if self._wanted(result) == _WANT_READ:
+        # Every connection ends here once, so its usual ends are told apart without raising:
+        # close_notify, a TCP close (SSL_OP_IGNORE_UNEXPECTED_EOF makes it ZERO_RETURN), and a
+        # reset from a client that closed with our greeting unread.
+        errno = _ffi.errno
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code == _WANT_READ:
             return None
-        raise SSL.WantWriteError()
+        if code == _ZERO_RETURN:
+            return b""
+        if code == _SYSCALL and (errno or not _lib.ERR_peek_error()):
+            if result < 0 and errno:
+                raise SSL.SysCallError(errno, errorcode.get(errno))  # as pyOpenSSL words it
+            return b""  # EOF without close_notify
+        if code == _WANT_WRITE:
+            raise SSL.WantWriteError()
+        self._wanted(result)  # raises pyOpenSSL's exception for the error queue
+        return None
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import gc
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -215,18 +216,51 @@ def test_failed_handshake_reports_the_reason(tls_server: Server) -> None:
     assert events and events[0].startswith("lost: SSL_do_handshake() failed (SSL: ")
 
 
-def test_tls_client_dropping_tcp_is_an_eof(tls_server: Server, client_ctx: ssl.SSLContext) -> None:
-    raw = socket.create_connection(("127.0.0.1", tls_server.port), timeout=5)
+def _events_after_tls(
+    server: Server, client_ctx: ssl.SSLContext, end: Callable[[ssl.SSLSocket], None]
+) -> list[str]:
+    """The handler's events once a TLS client that echoed one byte ends with ``end``."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     sock = client_ctx.wrap_socket(raw, server_hostname="localhost")
     sock.sendall(b"x")
     read_exactly(sock, 1)
-    sock.shutdown(socket.SHUT_RDWR)  # plain TCP FIN, no close_notify, as mail clients do
-    sock.close()
+    end(sock)
     for _ in range(100):
-        if tls_server.handlers[0].events[1:]:
+        if server.handlers[0].events[1:]:
             break
         threading.Event().wait(0.02)
-    assert tls_server.handlers[0].events == ["tls", "eof"]
+    return server.handlers[0].events
+
+
+def test_tls_client_dropping_tcp_is_an_eof(tls_server: Server, client_ctx: ssl.SSLContext) -> None:
+    def drop(sock: ssl.SSLSocket) -> None:
+        sock.shutdown(socket.SHUT_RDWR)  # plain TCP FIN, no close_notify, as mail clients do
+        sock.close()
+
+    assert _events_after_tls(tls_server, client_ctx, drop) == ["tls", "eof"]
+
+
+def test_tls_client_sending_close_notify_is_an_eof(
+    tls_server: Server, client_ctx: ssl.SSLContext
+) -> None:
+    def close_notify(sock: ssl.SSLSocket) -> None:
+        sock.unwrap().close()
+
+    assert _events_after_tls(tls_server, client_ctx, close_notify) == ["tls", "eof"]
+
+
+def test_tls_client_resetting_is_a_lost_connection_with_the_errno(
+    tls_server: Server, client_ctx: ssl.SSLContext
+) -> None:
+    def reset(sock: ssl.SSLSocket) -> None:
+        # SO_LINGER 0 makes close() send RST, as a client closing with data unread does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    assert _events_after_tls(tls_server, client_ctx, reset) == [
+        "tls",
+        "lost: SSL_read() failed (104: ECONNRESET)",
+    ]
 
 
 class MemoryClient:
