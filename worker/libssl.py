@@ -310,6 +310,21 @@ def _find_session_reused() -> Callable[[Any], bool]:
     return lambda conn: bool(native()[1].SSL_session_reused(ssl_ptr(conn)))
 
 
+@functools.cache
+def has_pending() -> Callable[[Any], bool]:
+    """``SSL_has_pending`` on pyOpenSSL's own ``SSL *`` cdata (``conn._ssl``).
+
+    Hot path (after every short TLS read): cryptography's binding lacks the function, so the
+    pointer crosses to this binding as an address; the types are looked up once, here.
+    """
+    from OpenSSL._util import ffi as py_ffi
+
+    ffi, lib, _ = native()
+    ssl_type, address = ffi.typeof("SSL *"), py_ffi.typeof("uintptr_t")
+    cast, their_cast, pending = ffi.cast, py_ffi.cast, lib.SSL_has_pending
+    return lambda ssl: bool(pending(cast(ssl_type, int(their_cast(address, ssl)))))
+
+
 # cffi callbacks and the buffers they read must outlive every connection of their context;
 # OpenSSL holds only raw pointers. A weak key lets them go with the context itself.
 _KEEP_ALIVE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()

@@ -16,7 +16,6 @@ inbox holds bytes the machine cannot take, and while the auth server or backend 
 from __future__ import annotations
 
 import ipaddress
-import random
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -255,8 +254,7 @@ class Session:
         self._auth_started: float | None = None  # an auth_http request is out since then
         self._relay_base = (0, 0)  # backend bytes (out, in) when the relay started
         self._client_eof = False
-        salt = f"<{random.getrandbits(31)}.{int(time.time())}@{server.server_name}>"
-        self.machine = MACHINES[server.protocol](server, salt.encode(), tls=listen.ssl)
+        self.machine = MACHINES[server.protocol](server, tls=listen.ssl)
         loop.track(self)
         if factory.info_enabled:
             self.log.info(

@@ -99,7 +99,6 @@ class Stream:
         self.handler = handler
         self.tls: SSL.Connection | None = None
         self._ssl: object = None  # the tls connection's SSL*
-        self._native_ssl: object = None  # the same, typed for mailgate.worker.libssl
         self.closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -134,7 +133,6 @@ class Stream:
             return
         self.tls = SSL.Connection(ctx, self.sock)
         self._ssl = self.tls._ssl
-        self._native_ssl = None
         _lib.SSL_set_accept_state(self._ssl)
         self._handshaking = True
         self._handshake()
@@ -284,9 +282,7 @@ class Stream:
     def _tls_buffered(self) -> bool:
         """OpenSSL holds bytes the socket will not report again: decrypted plaintext, or
         records read ahead but not yet processed."""
-        if self._native_ssl is None:  # cast once, and only for a stream that needs it
-            self._native_ssl = libssl.ssl_ptr(self.tls)
-        return bool(libssl.native()[1].SSL_has_pending(self._native_ssl))
+        return libssl.has_pending()(self._ssl)
 
     def _recv(self) -> bytes | None:
         """The next chunk; b"" at the end of the stream; None when TLS must wait for more

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import random
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import ClassVar, Generic, Protocol, TypeVar
@@ -109,6 +111,11 @@ class Parser(Protocol):
     def reset(self) -> None: ...
 
 
+def make_salt(server_name: str) -> bytes:
+    """``<random.time@server_name>``, as nginx's ngx_mail_salt makes it."""
+    return f"<{random.getrandbits(31)}.{int(time.time())}@{server_name}>".encode()
+
+
 class MailMachine(abc.ABC, Generic[StateT]):
     """The shared half of a client-side mail protocol machine (see the module docstring)."""
 
@@ -134,11 +141,13 @@ class MailMachine(abc.ABC, Generic[StateT]):
                 if name.startswith(cls.VERB_PREFIX)
             }
 
-    def __init__(self, server: model.ServerConfig, salt: bytes, *, tls: bool = False) -> None:
-        """``salt`` is ``<rand.time@server_name>`` (no CRLF); ``tls`` is True on an
-        implicit-TLS listener (``listen ... ssl``)."""
+    def __init__(
+        self, server: model.ServerConfig, salt: bytes | None = None, *, tls: bool = False
+    ) -> None:
+        """``salt`` is ``<rand.time@server_name>`` (no CRLF), made on first use when not
+        given; ``tls`` is True on an implicit-TLS listener (``listen ... ssl``)."""
         self.server = server
-        self.salt = salt
+        self._salt = salt
         self.tls = tls
         self.state: StateT = self.START
         self.errors = 0
@@ -160,6 +169,13 @@ class MailMachine(abc.ABC, Generic[StateT]):
             cls._command_states = frozenset().union(*cls.COMMANDS.values())
 
     # -- public API -------------------------------------------------------------------------
+
+    @property
+    def salt(self) -> bytes:
+        """nginx's APOP / CRAM-MD5 salt; most sessions never need it, so it is made late."""
+        if self._salt is None:
+            self._salt = make_salt(self.server.server_name)
+        return self._salt
 
     @property
     def phase(self) -> Phase:

@@ -83,7 +83,9 @@ class ImapMachine(MailMachine[ImapState]):
     INTERNAL_ERROR = replies.IMAP_INTERNAL_ERROR
     _parser: ImapParser
 
-    def __init__(self, server: model.ServerConfig, salt: bytes, *, tls: bool = False) -> None:
+    def __init__(
+        self, server: model.ServerConfig, salt: bytes | None = None, *, tls: bool = False
+    ) -> None:
         super().__init__(server, salt, tls=tls)
         self._parser = ImapParser(_VERBS)
         self._capabilities = capabilities(server.imap_capabilities, server.imap_auth)

@@ -93,7 +93,9 @@ class Pop3Machine(MailMachine[Pop3State]):
     SASL_PREFIX = b"+ "
     INTERNAL_ERROR = replies.POP3_INTERNAL_ERROR
 
-    def __init__(self, server: model.ServerConfig, salt: bytes, *, tls: bool = False) -> None:
+    def __init__(
+        self, server: model.ServerConfig, salt: bytes | None = None, *, tls: bool = False
+    ) -> None:
         super().__init__(server, salt, tls=tls)
         self._parser = LineParser(COMMANDS, MAX_ARGS, spaced=("USER", "PASS"))
         self._capabilities = capabilities(server.pop3_capabilities, server.pop3_auth)

@@ -106,7 +106,9 @@ class SmtpMachine(MailMachine[SmtpState]):
     SASL_PREFIX = b"334 "
     INTERNAL_ERROR = replies.SMTP_INTERNAL_ERROR
 
-    def __init__(self, server: model.ServerConfig, salt: bytes, *, tls: bool = False) -> None:
+    def __init__(
+        self, server: model.ServerConfig, salt: bytes | None = None, *, tls: bool = False
+    ) -> None:
         super().__init__(server, salt, tls=tls)
         self._parser = LineParser(COMMANDS, MAX_ARGS)
         self._replies = smtp_replies(server.server_name, server.smtp_capabilities, server.smtp_auth)
