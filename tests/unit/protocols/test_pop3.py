@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
 from mailgate.config import model
 from mailgate.worker.protocols import replies
+from mailgate.worker.protocols.pop3 import Pop3Machine
 
 ON, ONLY = model.StartTLS.ON, model.StartTLS.ONLY
 HEAD = b"+OK Capability list follows\r\n"
@@ -153,3 +155,16 @@ def test_max_errors_closes(pop3) -> None:
     client = pop3(max_errors=3)
     assert client.talk(b"XXXX\r\n" * 4) == b"-ERR invalid command\r\n" * 3
     assert client.closed
+
+
+def test_salt_is_made_once_when_not_given_in_nginx_form() -> None:
+    server = model.ServerConfig(
+        source=model.Source("t", 1),
+        listens=(),
+        protocol=model.Protocol.POP3,
+        server_name="mail.example",
+    )
+    machine = Pop3Machine(server)
+    salt = machine.salt
+    assert re.fullmatch(rb"<\d+\.\d+@mail\.example>", salt)
+    assert machine.salt is salt
