@@ -14,7 +14,7 @@ import selectors
 import socket
 from collections.abc import Callable
 from errno import errorcode
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
@@ -302,14 +302,14 @@ class Stream:
             return None
         if code == _ZERO_RETURN:
             return b""
-        if code == _SYSCALL and (errno or not _lib.ERR_peek_error()):
+        if code == _SYSCALL and not _lib.ERR_peek_error():
+            # pyOpenSSL's reading of it: an errno is a failure, anything else the peer's EOF.
             if result < 0 and errno:
-                raise SSL.SysCallError(errno, errorcode.get(errno))  # as pyOpenSSL words it
+                raise SSL.SysCallError(errno, errorcode.get(errno))
             return b""  # EOF without close_notify
         if code == _WANT_WRITE:
             raise SSL.WantWriteError()
-        self._wanted(result)  # raises pyOpenSSL's exception for the error queue
-        return None
+        self._raise_error(result)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -369,6 +369,10 @@ class Stream:
         code = _lib.SSL_get_error(self._ssl, result)
         if code in (_WANT_READ, _WANT_WRITE):
             return int(code)
+        self._raise_error(result)
+
+    def _raise_error(self, result: int) -> NoReturn:
+        """pyOpenSSL's own exception for a TLS call's failure (the error queue or errno)."""
         assert self.tls is not None
         self.tls._raise_ssl_error(self._ssl, result)
         # SSL_ERROR_NONE on a call that returned <= 0: OpenSSL never does that.
