@@ -11,7 +11,7 @@ connection (the counts are exact, the times inflated); ``--spy`` samples it with
 
     make hotpath HOTPATH_ARGS="..."   (installs valgrind and py-spy), or
     .venv/bin/python -m bench.hotpath [--seconds 5] [--rounds 3] [--nginx] [--compare REV]
-        [--instructions | --profile | --spy]
+        [--load NAME ...] [--instructions | --profile | --spy]
 
 ``--compare HEAD`` measures the committed code beside the working tree, alternating, so a
 change is judged against its base on the same machine in the same minutes.
@@ -154,7 +154,14 @@ def main() -> int:
         action="store_true",
         help="count instructions under callgrind (thousands per connection) instead of CPU time",
     )
+    parser.add_argument(
+        "--load",
+        action="append",
+        choices=list(LOADS),
+        help="measure only this load (repeatable); all four by default",
+    )
     args = parser.parse_args()
+    loads = {name: LOADS[name] for name in args.load or LOADS}
     folder = Path(tempfile.mkdtemp(prefix="mailgate-hotpath-"))
     certs = servers.make_certificates(folder)
     (port,) = free_ports(1)
@@ -168,7 +175,7 @@ def main() -> int:
     if args.nginx:
         gateways["nginx"] = ([*counted, str(servers.NGINX)], None)
     if args.compare:
-        source = _export(args.compare, folder)
+        source = export_revision(args.compare, folder)
         gateways[args.compare] = (mailgate, {**os.environ, "PYTHONPATH": source})
     if args.profile:
         mailgate = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "mailgate.master"]
@@ -177,7 +184,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, (argv, env) in gateways.items():
             spy = folder if args.spy and name == "mailgate" else None
-            measured = _measure(argv, env, folder, conf, port, args.seconds, spy, meter)
+            measured = _measure(argv, env, folder, conf, port, args.seconds, spy, meter, loads)
             for load, found in measured.items():
                 samples[name].setdefault(load, []).append(found)
     results = {
@@ -185,7 +192,7 @@ def main() -> int:
                for load, found in loads.items()}
         for name, loads in samples.items()
     }  # fmt: skip
-    _print_table(results, meter.unit)
+    _print_table(results, meter.unit, list(loads))
     if args.profile:
         total = sum(count for count, _ in results["mailgate"].values())
         _print_profile(pstats.Stats(str(profile)), total, args.top)
@@ -193,7 +200,7 @@ def main() -> int:
     return 0
 
 
-def _export(revision: str, folder: Path) -> str:
+def export_revision(revision: str, folder: Path) -> str:
     """The four source folders of ``revision``, as a namespace package on PYTHONPATH."""
     target = folder / "compare" / "mailgate"
     target.mkdir(parents=True)
@@ -205,10 +212,12 @@ def _export(revision: str, folder: Path) -> str:
     return str(target.parent)
 
 
-def _print_table(results: dict[str, dict[str, tuple[int, float]]], unit: str) -> None:
+def _print_table(
+    results: dict[str, dict[str, tuple[int, float]]], unit: str, loads: list[str]
+) -> None:
     names = list(results)
     print(f"{unit + ' per connection':18} " + " ".join(f"{name:>9}" for name in names))
-    for load in LOADS:
+    for load in loads:
         cells = " ".join(f"{results[name][load][1]:9.0f}" for name in names)
         ratio = ""
         if len(names) > 1:
@@ -226,6 +235,7 @@ def _measure(  # noqa: PLR0917
     seconds: int,
     spy: Path | None,
     meter: Meter,
+    loads: dict[str, tuple[str, str] | None],
 ) -> dict[str, tuple[int, float]]:
     """Connections made and the server's cost per connection, for every load."""
     server = subprocess.Popen(
@@ -235,7 +245,7 @@ def _measure(  # noqa: PLR0917
     try:
         _wait_listening(port, meter.start_timeout)
         _load(port, LOADS["full TLS 1.3"], 1)  # warm-up
-        for name, load in LOADS.items():
+        for name, load in loads.items():
             raw = None if spy is None else spy / f"{name.replace(' ', '-')}.txt"
             recorder = None
             if raw is not None:

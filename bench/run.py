@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from bench import analysis, measure, procs, report, servers  # noqa: E402
+from bench import analysis, measure, procs, profile, report, servers  # noqa: E402
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -155,6 +155,10 @@ def main(argv: list[str]) -> int:
     command = " ".join([".venv/bin/python bench/run.py", *argv])
     if "nginx" in implementations and (why := servers.missing_nginx()) is not None:
         print(f"bench: {why}", file=sys.stderr)
+        return 2
+    if not args.no_profile and "mailgate" in implementations and profile.py_spy() is None:
+        # Checked now: the profile runs after every measurement, and a crash there loses them.
+        print("bench: py-spy is missing (make bench installs it; or --no-profile)", file=sys.stderr)
         return 2
     ports = servers.Ports(args.base_port)
     try:

@@ -111,6 +111,13 @@ def snapshot_mailgate(folder: Path) -> str:
     return f"mailgate {commit}" + (" + uncommitted changes" if dirty else "")
 
 
+def run_mailgate_from(source: Path | None) -> None:
+    """Start mailgate from this copy of its sources (a namespace package folder) from now on;
+    None: from the editable install."""
+    global _snapshot
+    _snapshot = source
+
+
 def _git(*args: str) -> str:
     result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     return result.stdout.strip()
