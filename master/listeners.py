@@ -181,6 +181,7 @@ def _set_options(sock: socket.socket, listen: model.Listen) -> None:
     if listen.family == socket.AF_UNIX:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _set_nodelay(sock)
     if listen.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(listen.ipv6only))
     if listen.rcvbuf is not None:
@@ -189,6 +190,14 @@ def _set_options(sock: socket.socket, listen: model.Listen) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listen.sndbuf)
     if listen.so_keepalive is not None:
         _set_keepalive(sock, listen.so_keepalive)
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on the listener: Linux copies it into each accepted socket, which saves a
+    worker one system call per connection. A kernel that refuses it (MPTCP on an old one)
+    leaves the worker to set it per connection instead, so a failure is not an alert."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _set_keepalive(sock: socket.socket, keepalive: model.KeepAlive) -> None:
@@ -237,6 +246,8 @@ def _reapply(
             _set_keepalive(sock, new.so_keepalive or model.KeepAlive(on=False))
     except OSError as err:
         log.alert(f"setsockopt() on {new.text} failed ({os_error(err)}), ignored")
+    if old is None:
+        _set_nodelay(sock)  # an older binary's socket may lack it
     if old is None or old.backlog != new.backlog:
         _relisten(sock, new, log)
     if old is not None:

@@ -38,6 +38,9 @@ class Connector:
         family = socket.AF_UNIX if isinstance(self.target, str) else _family(self.target[0])
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if family != socket.AF_UNIX:
+            # A backend's login reply must not wait for a delayed ACK (nginx's tcp_nodelay).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         code = sock.connect_ex(self.target)
         if code == 0:

@@ -288,26 +288,11 @@ def clear_errors() -> None:
 
 
 def session_reused(conn: Any) -> bool:
-    """Whether the handshake on ``conn`` resumed a session (pyOpenSSL 23 lacks it)."""
-    global _session_reused
-    if _session_reused is None:
-        _session_reused = _find_session_reused()
-    return _session_reused(conn)
-
-
-# Hot path (once per handshake): cryptography's own binding usually declares the function,
-# which saves casting the pointer between the two cffi modules on every call.
-_session_reused: Callable[[Any], bool] | None = None
-
-
-def _find_session_reused() -> Callable[[Any], bool]:
+    """Whether the handshake on a pyOpenSSL ``Connection`` resumed a session (pyOpenSSL 23
+    lacks the method; cryptography's binding has the function)."""
     from OpenSSL._util import lib as py_lib
 
-    check()  # both bindings run on one library, so either may be asked
-    direct = getattr(py_lib, "SSL_session_reused", None)
-    if direct is not None:
-        return lambda conn: bool(direct(conn._ssl))
-    return lambda conn: bool(native()[1].SSL_session_reused(ssl_ptr(conn)))
+    return bool(py_lib.SSL_session_reused(conn._ssl))
 
 
 @functools.cache

@@ -119,8 +119,10 @@ class Loop:
             self._cancelled -= 1
         if not self._timers:
             return max_wait
-        until_timer = max(0.0, self._timers[0].when - time.monotonic())
-        return until_timer if max_wait is None else min(until_timer, max_wait)
+        until_timer = self._timers[0].when - time.monotonic()
+        if max_wait is not None and max_wait < until_timer:
+            return max_wait
+        return until_timer if until_timer > 0.0 else 0.0
 
     def _run_due_timers(self) -> None:
         now = time.monotonic()

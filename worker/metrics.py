@@ -268,6 +268,34 @@ def flush_due() -> None:
         flush()
 
 
+class _AtOnce:
+    """A counter child whose ``inc()`` reaches the file at once, cheaply in a worker.
+
+    prometheus_client's multiprocess ``inc()`` takes a lock and calls ``getpid()`` (a system
+    call) on every write, to notice a fork. A worker runs one thread and never forks after its
+    first write (:func:`process_started`), so from its second write on this adds to the value
+    and writes it into the mmapped file directly. Before that, outside a worker, or if a
+    prometheus_client release renames these parts, it is the ordinary ``inc()``.
+    """
+
+    __slots__ = ("_child", "_direct")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._direct: Any = None
+
+    def inc(self) -> None:
+        direct = self._direct
+        if direct is not None:
+            direct._value += 1.0
+            direct._file.write_value(direct._key, direct._value, 0.0)
+            return
+        self._child.inc()
+        value = getattr(self._child, "_value", None)
+        if _deferred and all(hasattr(value, name) for name in ("_value", "_file", "_key")):
+            self._direct = value
+
+
 class _Children:
     """Label children of one family for fixed leading labels, bound on first use."""
 
@@ -302,7 +330,7 @@ class ListenerMetrics:
 
     def __init__(self, server: str, protocol: str) -> None:
         fam = families()
-        self._accepted = fam.accepted.labels(server, protocol)
+        self._accepted = _AtOnce(fam.accepted.labels(server, protocol))
         self._active = fam.active.labels(server, protocol)
         self._sessions = _Children(fam.sessions, server, protocol)
         self._handshakes = _Children(fam.handshakes, server)

@@ -79,9 +79,14 @@ class EpollRegistry:
 
     def select(self, timeout: float | None) -> list[tuple[Callback, int]]:
         # epoll's timeout is in milliseconds: round up, or a timer due in 0.3 ms would spin.
-        wait = -1.0 if timeout is None else math.ceil(max(timeout, 0.0) * 1e3) * 1e-3
+        if timeout is None:
+            wait = -1.0
+        elif timeout > 0.0:
+            wait = math.ceil(timeout * 1e3) * 1e-3
+        else:
+            wait = 0.0
         try:
-            ready = self._epoll.poll(wait, max(len(self._fds), 1))
+            ready = self._epoll.poll(wait, len(self._fds) or 1)
         except InterruptedError:
             return []
         fds = self._fds

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import setproctitle
 
@@ -79,26 +79,41 @@ class Listening:
     server: model.ServerConfig
 
 
+# The peer address as ``accept()`` returns it: ``(host, port, ...)`` for TCP, a path (often
+# empty) for a UNIX socket.
+Peer = Any
+
 # Called once per accepted connection. A session that outlives the call registers its
 # sockets in ``loop.selector`` and calls ``loop.track(self)``; the default just closes.
-Handler = Callable[[socket.socket, model.Listen, model.ServerConfig, Loop], None]
+Handler = Callable[[socket.socket, Peer, model.Listen, model.ServerConfig, Loop], None]
 
 
 def close_at_once(
-    sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
+    sock: socket.socket, peer: Peer, listen: model.Listen, server: model.ServerConfig, loop: Loop
 ) -> None:
     """A handler that refuses every connection: the client reads EOF."""
     sock.close()
 
 
-def accept(listener: socket.socket) -> socket.socket:
+def accept(listener: socket.socket) -> tuple[socket.socket, Peer]:
     """``listener.accept()`` without its per-call enum conversions of family and type.
 
     ``socket.accept`` builds the new socket from ``self.family`` and ``self.type``, each an
     enum conversion in Python; a listener's are fixed, and the C attribute is a plain int.
+    The peer address comes with it, so nobody needs to ask ``getpeername()`` again.
     """
-    fd, _addr = listener._accept()  # type: ignore[attr-defined]
-    return socket.socket(socket_family(listener), socket.SOCK_STREAM, 0, fileno=fd)
+    fd, addr = listener._accept()  # type: ignore[attr-defined]
+    return socket.socket(socket_family(listener), socket.SOCK_STREAM, 0, fileno=fd), addr
+
+
+def _lacks_nodelay(listener: socket.socket) -> bool:
+    """A TCP listener whose accepted sockets will not have TCP_NODELAY on by themselves."""
+    if socket_family(listener) == socket.AF_UNIX:
+        return False
+    try:
+        return not listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    except OSError:
+        return True
 
 
 class WorkerBootError(Exception):
@@ -262,17 +277,21 @@ class Worker:
     # -- accepting -----------------------------------------------------------------------
 
     def _watch(self, listening: Listening) -> None:
+        # The master turns TCP_NODELAY on in its TCP listeners and Linux copies it into every
+        # accepted socket; a listener without it (another binary's) costs a call per accept.
+        nodelay = _lacks_nodelay(listening.sock)
+
         def ready(mask: int) -> None:
-            self._accept(listening)
+            self._accept(listening, nodelay)
 
         # Not EPOLLEXCLUSIVE (which nginx uses): it wakes the worker that waited last, so an
         # idle worker takes every connection of a light load while the others sit unused.
         self.loop.selector.register(listening.sock, selectors.EVENT_READ, ready)
 
-    def _accept(self, listening: Listening) -> None:
+    def _accept(self, listening: Listening, nodelay: bool) -> None:
         for _ in range(self._accept_batch):
             try:
-                sock = accept(listening.sock)
+                sock, peer = accept(listening.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
@@ -280,7 +299,11 @@ class Worker:
                     continue
                 self._accept_failed(listening, err)
                 return
-            self._admit(sock, listening)
+            if nodelay:
+                # Without it the greeting after a handshake waits for the client's delayed
+                # ACK (about 40 ms), as it does behind nginx.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._admit(sock, peer, listening)
 
     def _accept_failed(self, listening: Listening, err: OSError) -> None:
         self.log.alert(f"accept4() failed ({err.errno}: {err.strerror})")
@@ -293,7 +316,7 @@ class Worker:
         if not self.quitting:
             self._watch(listening)
 
-    def _admit(self, sock: socket.socket, listening: Listening) -> None:
+    def _admit(self, sock: socket.socket, peer: Peer, listening: Listening) -> None:
         limit = self.config.main.worker_connections
         if len(self.loop.connections) >= limit:
             sock.close()
@@ -301,7 +324,7 @@ class Worker:
             return
         sock.setblocking(False)
         try:
-            self.handler(sock, listening.listen, listening.server, self.loop)
+            self.handler(sock, peer, listening.listen, listening.server, self.loop)
         except Exception as err:  # a broken session must not take the worker down
             self.log.alert(f"connection handler failed: {err!r}")
             sock.close()

@@ -19,12 +19,13 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker import auth_http, backend, libssl, proxy_protocol, tls_verify
+from mailgate.worker import auth_http, backend, proxy_protocol, tls_verify
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.access_log import AccessLogs, CloseReason, Resumed, SessionRecord
 from mailgate.worker.auth_client import AuthClient, AuthOutcome, TransportError
@@ -117,10 +118,15 @@ class SessionFactory:
                 self.listener_metrics(listen, server)
 
     def __call__(
-        self, sock: socket.socket, listen: model.Listen, server: model.ServerConfig, loop: Loop
+        self,
+        sock: socket.socket,
+        peer: Any,
+        listen: model.Listen,
+        server: model.ServerConfig,
+        loop: Loop,
     ) -> None:
         self._numbers += 1
-        Session(self, self._numbers, sock, listen=listen, server=server, loop=loop)
+        Session(self, self._numbers, sock, peer, listen=listen, server=server, loop=loop)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
         return self.contexts.get(id(server))
@@ -169,14 +175,14 @@ def _unsafe_for_lines(ok: Ok) -> bool:
     return any(octet in value for value in values for octet in (b"\r", b"\n", b"\0"))
 
 
-def _peer(sock: socket.socket) -> tuple[str, int]:
+def _peer(sock: socket.socket, peer: Any) -> tuple[str, int]:
+    """``(host, port)`` from the address ``accept()`` returned; ``("unix:", 0)`` for UNIX."""
     if socket_family(sock) == socket.AF_UNIX:
         return "unix:", 0
-    host, port = sock.getpeername()[:2]
-    return host, port
+    return peer[0], peer[1]
 
 
-def _resumed(conn: SSL.Connection, server: model.ServerConfig) -> Resumed:
+def _resumed(stream: Stream, server: model.ServerConfig) -> Resumed:
     """Full handshake, or which resumption.
 
     OpenSSL keeps no per-connection note of it, so this reads the settings: TLS 1.3
@@ -185,13 +191,13 @@ def _resumed(conn: SSL.Connection, server: model.ServerConfig) -> Resumed:
     one offers it first (a client without ticket support, resuming by ID on a server that
     also has a cache, is counted as a ticket too).
     """
-    if not libssl.session_reused(conn):
+    if not stream.tls_resumed:
         return Resumed.NO
     return Resumed.TICKET if server.ssl_session_tickets else Resumed.SESSION_ID
 
 
-def _sni(conn: SSL.Connection) -> str | None:
-    name = conn.get_servername()
+def _sni(stream: Stream) -> str | None:
+    name = stream.tls_server_name
     return None if not name else name.decode("ascii", "backslashreplace")
 
 
@@ -210,6 +216,7 @@ class Session:
         factory: SessionFactory,
         number: int,
         sock: socket.socket,
+        peer: Any,
         *,
         listen: model.Listen,
         server: model.ServerConfig,
@@ -222,7 +229,7 @@ class Session:
         self.listen = listen
         self.server = server
         self.loop = loop
-        self.client_addr, self.client_port = _peer(sock)
+        self.client_addr, self.client_port = _peer(sock, peer)
         self.proxy: proxy_protocol.ProxyInfo | None = None
         self.client_host = auth_http.UNAVAILABLE
         self.login: bytes | None = None
@@ -428,6 +435,8 @@ class Session:
 
     def _client_certificate_ok(self) -> bool:
         """``ssl_verify_client``: nginx judges the certificate after the handshake."""
+        if self.server.ssl_verify_client is model.VerifyClient.OFF:
+            return True
         assert self.stream is not None and self.stream.tls is not None
         outcome = tls_verify.verify_result(self.stream.tls, self.server)
         if not outcome.rejected:
@@ -838,17 +847,17 @@ class Session:
             self.close_reason = reason
 
     def _handshake_done(self) -> None:
-        conn = self.stream.tls if self.stream is not None else None
-        if conn is None or self._tls_started is None:
+        stream = self.stream
+        if stream is None or self._tls_started is None:
             return
         seconds = time.monotonic() - self._tls_started
         self._tls_started = None
         rec = self.record
-        rec.tls_version, cipher = tls_verify.tls_summary(conn)
-        rec.cipher = cipher or None
-        rec.resumed = _resumed(conn, self.server)
+        rec.tls_version = stream.tls_version
+        rec.cipher = stream.tls_cipher or None
+        rec.resumed = _resumed(stream, self.server)
         rec.handshake = seconds
-        rec.sni = _sni(conn)
+        rec.sni = _sni(stream)
         self.metrics.handshake(True, rec.tls_version, HANDSHAKE_KINDS[rec.resumed], seconds)
 
     def _login_counted(self, outcome: str) -> None:

@@ -1,6 +1,6 @@
 """A non-blocking byte stream on the worker's loop: plain TCP, or TLS through pyOpenSSL.
 
-The stream owns one socket and at most one ``SSL.Connection``. It reads whenever reading is
+The stream owns one socket and at most one ``SSL *``. It reads whenever reading is
 enabled and hands every chunk to its handler; it queues writes and flushes them when the
 socket is writable. TLS operations may want the other direction than the one they serve (a
 read that must first write during a renegotiation, a handshake step), so interest in the
@@ -10,11 +10,12 @@ selector is recomputed from the stream's state after every step rather than set 
 from __future__ import annotations
 
 import _socket
+import contextlib
 import selectors
 import socket
 from collections.abc import Callable
 from errno import errorcode
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
@@ -39,6 +40,14 @@ _SYSCALL = _lib.SSL_ERROR_SYSCALL
 # copied out into bytes before the next.
 _READ_BUFFER = _ffi.new("char[]", READ_CHUNK)
 _BOTH_SHUTDOWN = SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN
+_HOST_NAME = _lib.TLSEXT_NAMETYPE_host_name
+# Version and cipher names are static strings inside OpenSSL: read once per process, by number.
+_VERSION_NAMES: dict[int, str] = {}
+_CIPHER_NAMES: dict[int, str] = {}
+# What _send() returns when nothing was sent (the plain socket path raises BlockingIOError).
+_BLOCKED_ON_WRITE = -1
+_BLOCKED_ON_READ = -2
+_FAILED = -3
 
 # ``socket.socket.family`` converts to the AddressFamily enum on every read (about 1 µs, read
 # two or three times per connection); the C attribute underneath is the same number as an int.
@@ -98,8 +107,10 @@ class Stream:
         self.loop = loop
         self.sock = sock
         self.handler = handler
-        self.tls: SSL.Connection | None = None
-        self._ssl: object = None  # the tls connection's SSL*
+        self._ssl: Any = None  # the SSL * (cryptography's cdata), once TLS starts
+        self._ctx: SSL.Context | None = None
+        self._conn: SSL.Connection | None = None  # pyOpenSSL's view of _ssl, made on demand
+        self._failure = ""  # why the last _send() returned _FAILED
         self.closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -115,15 +126,52 @@ class Stream:
         self._mask = 0
         if sock.gettimeout() != 0.0:  # the worker made accepted sockets non-blocking already
             sock.setblocking(False)
-        if socket_family(sock) in (socket.AF_INET, socket.AF_INET6):
-            # Without it the greeting after a handshake waits for the client's delayed ACK
-            # (about 40 ms), as it does behind nginx.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._update_interest()
 
     @property
     def write_buffer_size(self) -> int:
         return len(self._out)
+
+    @property
+    def tls(self) -> SSL.Connection | None:
+        """pyOpenSSL's ``Connection`` on this stream's TLS, for what is read once per login
+        (certificates, ALPN); None on plain TCP. The per-connection path never needs it."""
+        if self._conn is None and self._ssl is not None:
+            assert self._ctx is not None
+            self._conn = _connection(self._ssl, self._ctx, self.sock)
+        return self._conn
+
+    @property
+    def tls_version(self) -> str:
+        """``SSL_get_version()``: "TLSv1.2", "TLSv1.3"."""
+        number = _lib.SSL_version(self._ssl)
+        name = _VERSION_NAMES.get(number)
+        if name is None:
+            name = _VERSION_NAMES[number] = _ffi.string(_lib.SSL_get_version(self._ssl)).decode()
+        return name
+
+    @property
+    def tls_cipher(self) -> str | None:
+        """The negotiated cipher's OpenSSL name; None before one is chosen."""
+        cipher = _lib.SSL_get_current_cipher(self._ssl)
+        if cipher == _ffi.NULL:
+            return None
+        number = _lib.SSL_CIPHER_get_id(cipher)
+        name = _CIPHER_NAMES.get(number)
+        if name is None:
+            name = _CIPHER_NAMES[number] = _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode()
+        return name
+
+    @property
+    def tls_resumed(self) -> bool:
+        """The handshake resumed a session (by ID or ticket)."""
+        return bool(_lib.SSL_session_reused(self._ssl))
+
+    @property
+    def tls_server_name(self) -> bytes | None:
+        """The SNI host name the client sent, if any."""
+        name = _lib.SSL_get_servername(self._ssl, _HOST_NAME)
+        return None if name == _ffi.NULL else _ffi.string(name)
 
     def start_tls(self, ctx: SSL.Context) -> None:
         """Begin a server-side handshake once queued plaintext (a STARTTLS reply) is sent;
@@ -132,9 +180,16 @@ class Stream:
             self._tls_after_flush = ctx
             self._update_interest()
             return
-        self.tls = SSL.Connection(ctx, self.sock)
-        self._ssl = self.tls._ssl
-        _lib.SSL_set_accept_state(self._ssl)
+        # The SSL * is made here rather than by pyOpenSSL's Connection, whose constructor
+        # (mode, weak reverse mapping, fd lookup) was a visible share of a resumption's
+        # Python time; ``tls`` builds that object later for the few callers that want it.
+        ssl = _lib.SSL_new(ctx._context)
+        if ssl == _ffi.NULL:
+            raise MemoryError("SSL_new() failed")
+        self._ssl = _ffi.gc(ssl, _lib.SSL_free)
+        self._ctx = ctx
+        _lib.SSL_set_fd(ssl, self.sock.fileno())
+        _lib.SSL_set_accept_state(ssl)
         self._handshaking = True
         self._handshake()
 
@@ -170,7 +225,7 @@ class Stream:
         self._reading = True
         self._update_interest()
         # Records already decrypted inside OpenSSL never make the socket readable again.
-        if self.tls is not None and not self._handshaking and self._tls_buffered():
+        if self._ssl is not None and not self._handshaking and self._tls_buffered():
             self.loop.call_later(0, self._read)
 
     def close(self) -> None:
@@ -181,7 +236,7 @@ class Stream:
         if self._mask:
             self.loop.selector.forget(self.sock)  # closed below
             self._mask = 0
-        if self.tls is not None:
+        if self._ssl is not None:
             # One non-blocking attempt to send close_notify; a failure leaves errors queued
             # that must not be read as the next connection's.
             if _lib.SSL_shutdown(self._ssl) < 0:
@@ -274,7 +329,7 @@ class Stream:
                 break
             self.bytes_in += len(data)
             self.handler.data_received(data)
-            if len(data) < READ_CHUNK and (self.tls is None or not self._tls_buffered()):
+            if len(data) < READ_CHUNK and (self._ssl is None or not self._tls_buffered()):
                 # Drained for now: epoll is level-triggered and will say when more arrives,
                 # which saves a recv() that could only fail with EAGAIN (an exception here).
                 break
@@ -288,7 +343,7 @@ class Stream:
     def _recv(self) -> bytes | None:
         """The next chunk; b"" at the end of the stream; None when TLS must wait for more
         records. Only a real failure raises (pyOpenSSL's exception for it)."""
-        if self.tls is None:
+        if self._ssl is None:
             return self.sock.recv(READ_CHUNK)
         result = _lib.SSL_read(self._ssl, _READ_BUFFER, READ_CHUNK)
         if result > 0:
@@ -316,16 +371,13 @@ class Stream:
     def _flush(self) -> None:
         self._tls_wants_read = False
         while self._out and not self.closed:
-            try:
-                sent = self._send(memoryview(self._out)[:READ_CHUNK])
-            except (BlockingIOError, SSL.WantWriteError):
+            sent = self._send(memoryview(self._out)[:READ_CHUNK])
+            if sent < 0:
+                if sent == _FAILED:
+                    self._fail(f"send() failed ({self._failure})")
+                    return
+                self._tls_wants_read = sent == _BLOCKED_ON_READ
                 break
-            except SSL.WantReadError:
-                self._tls_wants_read = True
-                break
-            except (SSL.Error, OSError) as err:
-                self._fail(f"send() failed ({_describe(err)})")
-                return
             del self._out[:sent]
             self.bytes_out += sent
         if not self._out and not self.closed:
@@ -344,24 +396,49 @@ class Stream:
         self._shutdown_after_flush = False
         if self.closed:
             return
-        try:
-            if self.tls is not None:
-                self.tls.shutdown()
-            else:
-                self.sock.shutdown(socket.SHUT_WR)
-        except (SSL.Error, OSError):
-            pass  # the peer is gone already; the read side will report it
+        # A failure means the peer is gone already; the read side will report it.
+        if self._ssl is not None:
+            if _lib.SSL_shutdown(self._ssl) < 0:
+                _lib.ERR_clear_error()  # not to be read as a later call's error
+            return
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
 
     def _send(self, chunk: memoryview) -> int:
-        if self.tls is None:
-            return self.sock.send(chunk)
+        """Bytes sent (> 0), or why none were: ``_BLOCKED_ON_WRITE``, ``_BLOCKED_ON_READ``
+        (TLS), ``_FAILED`` with the reason in ``_failure``. Returns rather than raises: a
+        client that hangs up before our greeting ends here on every such connection."""
+        if self._ssl is None:
+            try:
+                return self.sock.send(chunk)
+            except BlockingIOError:
+                return _BLOCKED_ON_WRITE
+            except OSError as err:
+                self._failure = _describe(err)
+                return _FAILED
         with _ffi.from_buffer(chunk) as data:
             result = _lib.SSL_write(self._ssl, data, len(chunk))
         if result > 0:
             return int(result)
-        if self._wanted(result) == _WANT_WRITE:
-            raise SSL.WantWriteError()
-        raise SSL.WantReadError()
+        errno = _ffi.errno
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code == _WANT_WRITE:
+            return _BLOCKED_ON_WRITE
+        if code == _WANT_READ:
+            return _BLOCKED_ON_READ
+        self._failure = self._error_text(result, code, errno)
+        return _FAILED
+
+    def _error_text(self, result: int, code: int, errno: int) -> str:
+        """A failed TLS call's reason, worded as ``_describe`` words pyOpenSSL's exception."""
+        if code == _SYSCALL and not _lib.ERR_peek_error():
+            if result < 0 and errno:
+                return f"{errno}: {errorcode.get(errno)}"
+            return "-1: Unexpected EOF"
+        try:
+            self._raise_error(result)
+        except (SSL.Error, OSError) as err:
+            return _describe(err)
 
     def _wanted(self, result: int) -> int:
         """After a TLS call that did not finish: ``_WANT_READ`` or ``_WANT_WRITE``, without an
@@ -373,8 +450,9 @@ class Stream:
 
     def _raise_error(self, result: int) -> NoReturn:
         """pyOpenSSL's own exception for a TLS call's failure (the error queue or errno)."""
-        assert self.tls is not None
-        self.tls._raise_ssl_error(self._ssl, result)
+        conn = self.tls
+        assert conn is not None
+        conn._raise_ssl_error(self._ssl, result)
         # SSL_ERROR_NONE on a call that returned <= 0: OpenSSL never does that.
         raise SSL.Error(f"TLS call returned {result} without an error")
 
@@ -382,6 +460,27 @@ class Stream:
         handler = self.handler
         self.close()
         handler.connection_lost(reason)
+
+
+def _connection(ssl: Any, ctx: SSL.Context, sock: socket.socket) -> SSL.Connection:
+    """A pyOpenSSL ``Connection`` around an ``SSL *`` made elsewhere: the attributes its
+    constructor sets (pyOpenSSL 23), without a second ``SSL_new``. It is left out of the
+    reverse mapping that pyOpenSSL's own callbacks use; mailgate sets none of those."""
+    conn: SSL.Connection = SSL.Connection.__new__(SSL.Connection)
+    conn.__dict__.update(
+        _ssl=ssl,
+        _context=ctx,
+        _app_data=None,
+        _alpn_select_callback_args=None,
+        _verify_helper=getattr(ctx, "_verify_helper", None),
+        _verify_callback=getattr(ctx, "_verify_callback", None),
+        _cookie_generate_helper=getattr(ctx, "_cookie_generate_helper", None),
+        _cookie_verify_helper=getattr(ctx, "_cookie_verify_helper", None),
+        _socket=sock,
+        _into_ssl=None,
+        _from_ssl=None,
+    )
+    return conn
 
 
 def _describe(err: BaseException) -> str:

@@ -105,3 +105,34 @@ def test_a_failed_bind_on_reload_leaves_kept_sockets_untouched() -> None:
             assert rcvbuf != 2 * 40000
         finally:
             close_all(current)
+
+
+def _nodelay(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_accepted_tcp_sockets_inherit_nodelay_from_the_listener() -> None:
+    # Workers rely on it instead of a setsockopt() per connection: without TCP_NODELAY the
+    # greeting after a handshake waits for the client's delayed ACK.
+    listen = model.Listen(socket.AF_INET, "127.0.0.1", _free_port(), SOURCE)
+    with open_socket(listen, ErrorLog()) as listener:
+        listener.setblocking(True)
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert _nodelay(listener) == 1
+                assert _nodelay(accepted) == 1
+                assert _nodelay(client) == 0
+
+
+def test_an_inherited_listener_gets_nodelay() -> None:
+    port = _free_port()
+    listen = model.Listen(socket.AF_INET, "127.0.0.1", port, SOURCE)
+    old = socket.create_server(("127.0.0.1", port))  # an older binary's, without the option
+    assert _nodelay(old) == 0
+    opened = open_all(_config(listen), ErrorLog(), inherited=[old])
+    try:
+        assert opened[0].sock is old
+        assert _nodelay(old) == 1
+    finally:
+        close_all(opened)

@@ -159,15 +159,6 @@ def test_plain_stream_echoes_bytes(plain_server: Server) -> None:
         assert read_exactly(sock, 7) == b"hello\r\n"
 
 
-def test_accepted_tcp_sockets_have_nodelay(plain_server: Server) -> None:
-    with socket.create_connection(("127.0.0.1", plain_server.port), timeout=5) as sock:
-        sock.sendall(b"x")
-        read_exactly(sock, 1)
-        stream = plain_server.handlers[0].stream
-        assert stream is not None
-        assert stream.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-
-
 def test_implicit_tls_stream_echoes_bytes(tls_server: Server, client_ctx: ssl.SSLContext) -> None:
     with (
         socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as raw,
@@ -326,3 +317,80 @@ def test_a_closed_stream_lets_go_of_its_handler() -> None:
             gc.enable()
         right.close()
         loop.close()
+
+
+class Recorder(Echo):
+    """Echo that notes what the stream knows of the TLS session once it is established."""
+
+    def __init__(self, ctx: SSL.Context | None) -> None:
+        super().__init__(ctx)
+        self.seen: dict[str, object] = {}
+
+    def tls_established(self) -> None:
+        super().tls_established()
+        stream = self.stream
+        assert stream is not None and stream.tls is not None
+        conn = stream.tls
+        self.seen = {
+            "version": (stream.tls_version, conn.get_protocol_version_name()),
+            "cipher": (stream.tls_cipher, conn.get_cipher_name()),
+            "server name": (stream.tls_server_name, conn.get_servername()),
+            "resumed": stream.tls_resumed,
+        }
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_the_stream_reads_version_cipher_and_server_name_as_pyopenssl_does(
+    ctx: SSL.Context, client_ctx: ssl.SSLContext, version: ssl.TLSVersion
+) -> None:
+    client_ctx.maximum_version = version
+    server = Server(lambda: Recorder(ctx), implicit_tls=True)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"x")
+            read_exactly(sock, 1)
+            cipher = sock.cipher()
+        seen = server.handlers[0].seen  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+    assert cipher is not None
+    assert seen["version"] == (cipher[1], cipher[1])
+    assert seen["cipher"] == (cipher[0], cipher[0])
+    assert seen["server name"] == (b"localhost", b"localhost")
+    assert seen["resumed"] is False
+
+
+def test_a_write_to_a_client_that_reset_is_a_lost_connection_with_the_errno(
+    ctx: SSL.Context, client_ctx: ssl.SSLContext
+) -> None:
+    # s_time -reuse and many mail clients hang up right after the handshake, before the
+    # greeting: the greeting's write is where the stream learns it.
+    loop = Loop()
+    handler = Echo(ctx)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+        accepted.setblocking(False)
+        handler.stream = Stream(loop, accepted, handler)
+        handler.stream.start_tls(ctx)
+        client = client_ctx.wrap_socket(
+            raw, server_hostname="localhost", do_handshake_on_connect=False
+        )
+        shaking = threading.Thread(target=client.do_handshake)
+        shaking.start()
+        while "tls" not in handler.events:
+            loop.run_once(0.05)
+        shaking.join()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        threading.Event().wait(0.1)  # the RST arrives
+        handler.stream.write(b"* OK ready\r\n")
+    loop.close()
+    assert handler.events[1] in (
+        "lost: send() failed (104: ECONNRESET)",
+        "lost: send() failed (32: EPIPE)",
+    )
+    assert handler.stream.closed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.worker.process import accept
+from mailgate.worker.process import _lacks_nodelay, accept
 
 
 def _connected_pair(
@@ -15,7 +15,10 @@ def _connected_pair(
 ) -> tuple[socket.socket, socket.socket]:
     client = socket.socket(listener.family, socket.SOCK_STREAM)
     client.connect(address)
-    return client, accept(listener)
+    sock, peer = accept(listener)
+    if listener.family != socket.AF_UNIX:
+        assert peer[:2] == client.getsockname()[:2]
+    return client, sock
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
@@ -49,3 +52,17 @@ def test_accept_on_an_empty_nonblocking_backlog_raises_blocking_io_error() -> No
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             accept(listener)
+
+
+def test_a_listener_without_nodelay_is_one_the_worker_must_set_it_for() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert _lacks_nodelay(listener)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert not _lacks_nodelay(listener)
+
+
+def test_a_unix_listener_needs_no_nodelay(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "listen.sock"))
+        listener.listen()
+        assert not _lacks_nodelay(listener)
