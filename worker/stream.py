@@ -290,11 +290,13 @@ class Stream:
     def _handshake(self) -> None:
         result = _lib.SSL_do_handshake(self._ssl)
         if result != 1:
-            try:
-                self._tls_wants_write = self._wanted(result) == _WANT_WRITE
-            except (SSL.Error, OSError) as err:
-                self._fail(f"SSL_do_handshake() failed ({_describe(err)})")
+            errno = _ffi.errno
+            code = _lib.SSL_get_error(self._ssl, result)
+            if code not in (_WANT_READ, _WANT_WRITE):
+                reason = self._error_text(result, code, errno)
+                self._fail(f"SSL_do_handshake() failed ({reason})")
                 return
+            self._tls_wants_write = code == _WANT_WRITE
         else:
             self._handshaking = False
             self._tls_wants_write = False
@@ -430,7 +432,8 @@ class Stream:
         return _FAILED
 
     def _error_text(self, result: int, code: int, errno: int) -> str:
-        """A failed TLS call's reason, worded as ``_describe`` words pyOpenSSL's exception."""
+        """Why a TLS call failed (``code`` from ``SSL_get_error()``, ``errno`` read right after
+        the call), worded as ``_describe`` words pyOpenSSL's exception for it."""
         if code == _SYSCALL and not _lib.ERR_peek_error():
             if result < 0 and errno:
                 return f"{errno}: {errorcode.get(errno)}"
@@ -439,14 +442,6 @@ class Stream:
             self._raise_error(result)
         except (SSL.Error, OSError) as err:
             return _describe(err)
-
-    def _wanted(self, result: int) -> int:
-        """After a TLS call that did not finish: ``_WANT_READ`` or ``_WANT_WRITE``, without an
-        exception; any other outcome raises pyOpenSSL's own exception for it."""
-        code = _lib.SSL_get_error(self._ssl, result)
-        if code in (_WANT_READ, _WANT_WRITE):
-            return int(code)
-        self._raise_error(result)
 
     def _raise_error(self, result: int) -> NoReturn:
         """pyOpenSSL's own exception for a TLS call's failure (the error queue or errno)."""
