@@ -301,8 +301,10 @@ class Worker:
                 return
             if nodelay:
                 # Without it the greeting after a handshake waits for the client's delayed
-                # ACK (about 40 ms), as it does behind nginx.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # ACK (about 40 ms), as it does behind nginx. A socket that refuses it (the
+                # listener did too) still works, only slower.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._admit(sock, peer, listening)
 
     def _accept_failed(self, listening: Listening, err: OSError) -> None:
