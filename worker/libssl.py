@@ -77,7 +77,6 @@ int SSL_CONF_CTX_finish(SSL_CONF_CTX *cctx);
 void SSL_CONF_CTX_free(SSL_CONF_CTX *cctx);
 
 int SSL_version(const SSL *ssl);
-int SSL_session_reused(const SSL *ssl);
 int SSL_has_pending(const SSL *s);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *ssl);
 SSL_SESSION *SSL_get_session(const SSL *ssl);
@@ -285,14 +284,6 @@ def error_text() -> str:
 def clear_errors() -> None:
     """Forget stale errors before a call whose failure we are about to describe."""
     native()[2].ERR_clear_error()
-
-
-def session_reused(conn: Any) -> bool:
-    """Whether the handshake on a pyOpenSSL ``Connection`` resumed a session (pyOpenSSL 23
-    lacks the method; cryptography's binding has the function)."""
-    from OpenSSL._util import lib as py_lib
-
-    return bool(py_lib.SSL_session_reused(conn._ssl))
 
 
 @functools.cache

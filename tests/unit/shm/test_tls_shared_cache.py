@@ -14,7 +14,14 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.worker import libssl, shared_tickets, tls
-from tests.unit.tls.conftest import Pki, client_context, handshake, pki, server_config
+from tests.unit.tls.conftest import (
+    Pki,
+    client_context,
+    handshake,
+    pki,
+    server_config,
+    session_reused,
+)
 
 __all__ = ["pki"]  # the session fixture, re-exported for this folder
 
@@ -38,7 +45,7 @@ def zone_of(server: model.ServerConfig) -> zones.Zone:
 def resumed(one: SSL.Context, other: SSL.Context, **client: Any) -> tuple[bool, SSL.Session]:
     first, _ = handshake(one, client_context(**client))
     again, srv = handshake(other, client_context(**client), first.get_session())
-    return libssl.session_reused(srv), again.get_session()
+    return session_reused(srv), again.get_session()
 
 
 @pytest.mark.parametrize(
@@ -79,7 +86,7 @@ def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
         libssl.ctx_ptr(ctx), ssl_lib.SSL_get_session(libssl.ssl_ptr(srv))
     )
     _, again = handshake(ctx, client_context(max_version=SSL.TLS1_2_VERSION), client.get_session())
-    assert not libssl.session_reused(again)
+    assert not session_reused(again)
 
 
 def test_zone_keys_seal_tickets_for_every_worker(pki: Pki) -> None:
@@ -106,9 +113,9 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
     old = first.get_session()
     now[0] += TIMEOUT + 2  # the previous key expired: rotate, the first key is now previous
     again, srv = handshake(other, client_context(max_version=SSL.TLS1_2_VERSION), old)
-    assert libssl.session_reused(srv)
+    assert session_reused(srv)
     renewed = again.get_session()
     assert ticket_name(renewed) != ticket_name(old)  # renewed under the current key
     now[0] += 2 * TIMEOUT + 4  # two rotations later the first key is gone
     _, srv = handshake(one, client_context(max_version=SSL.TLS1_2_VERSION), old)
-    assert not libssl.session_reused(srv)
+    assert not session_reused(srv)

@@ -25,9 +25,16 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
+from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
-from mailgate.worker import libssl, tls, tls_verify
+from mailgate.worker import tls, tls_verify
+
+
+def session_reused(conn: SSL.Connection) -> bool:
+    """Whether the handshake on ``conn`` resumed a session (pyOpenSSL 23 lacks the method;
+    cryptography's binding has the function)."""
+    return bool(py_lib.SSL_session_reused(conn._ssl))
 
 
 def server_config(**settings: Any) -> model.ServerConfig:
@@ -192,7 +199,7 @@ def _serve_one(sock: socket.socket, ctx: SSL.Context, server: model.ServerConfig
         conn.do_handshake()
     except SSL.Error as err:
         return Seen(error=repr(err))
-    seen = Seen(reused=libssl.session_reused(conn))
+    seen = Seen(reused=session_reused(conn))
     seen.protocol, seen.cipher = tls_verify.tls_summary(conn)
     own = conn.get_certificate()
     seen.cert_key = type(own.to_cryptography().public_key()).__name__ if own else ""

@@ -9,8 +9,15 @@ from typing import Any
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker import libssl, tls, tls_verify
-from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
+from mailgate.worker import tls, tls_verify
+from tests.unit.tls.conftest import (
+    Connect,
+    Pki,
+    client_context,
+    handshake,
+    server_config,
+    session_reused,
+)
 
 TLS12_NO_TICKET = {"max_version": SSL.TLS1_2_VERSION, "no_ticket": True}
 
@@ -19,7 +26,7 @@ def resumes(ctx: SSL.Context, again: SSL.Context | None = None, **client: Any) -
     """Handshake on ``ctx``, then offer that session to ``again`` (default: ``ctx``)."""
     first, _ = handshake(ctx, client_context(**client))
     _, srv = handshake(again or ctx, client_context(**client), first.get_session())
-    return libssl.session_reused(srv)
+    return session_reused(srv)
 
 
 def cache(**settings: Any) -> model.SessionCache:
@@ -64,7 +71,7 @@ def test_removed_session_does_not_resume(pki: Pki) -> None:
     first, srv = handshake(ctx, client_context(**TLS12_NO_TICKET))
     tls_verify.remove_session(srv)
     _, again = handshake(ctx, client_context(**TLS12_NO_TICKET), first.get_session())
-    assert not libssl.session_reused(again)
+    assert not session_reused(again)
 
 
 def key_file(tmp_path: Path) -> str:

@@ -9,7 +9,14 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.worker import libssl, ticket_keys, tls
-from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
+from tests.unit.tls.conftest import (
+    Connect,
+    Pki,
+    client_context,
+    handshake,
+    server_config,
+    session_reused,
+)
 
 TLS12 = {"max_version": SSL.TLS1_2_VERSION}
 
@@ -81,7 +88,7 @@ def test_ticket_from_a_later_key_resumes_and_is_renewed_with_the_first(
     client, srv = handshake(
         context(pki, keys["a"][0], keys["b"][0]), client_context(**TLS12), old.get_session()
     )
-    assert libssl.session_reused(srv)
+    assert session_reused(srv)
     assert ticket_name(client.get_session()) == keys["a"][1]
 
 
@@ -91,7 +98,7 @@ def test_ticket_from_the_first_key_is_not_renewed_under_tls12(
     ctx = context(pki, keys["a"][0], keys["b"][0])
     old, _ = handshake(ctx, client_context(**TLS12))
     client, srv = handshake(ctx, client_context(**TLS12), old.get_session())
-    assert libssl.session_reused(srv)
+    assert session_reused(srv)
     assert ticket_name(client.get_session()) == ticket_name(old.get_session())
 
 
@@ -100,7 +107,7 @@ def test_ticket_from_an_unknown_key_gets_a_full_handshake(
 ) -> None:
     old, _ = handshake(context(pki, keys["b"][0]), client_context(**TLS12))
     _, srv = handshake(context(pki, keys["a"][0]), client_context(**TLS12), old.get_session())
-    assert not libssl.session_reused(srv)
+    assert not session_reused(srv)
 
 
 def test_s_client_ticket_from_key_b_resumes_when_b_is_second(
