@@ -6,7 +6,7 @@ gateways so that each round sees the same machine. It prints the median rate, th
 CPU µs per connection, and each mailgate's rate as a ratio to nginx.
 
     .venv/bin/python -m bench.ab [--compare REV] [--rounds 5] [--seconds 5]
-        [--mode -reuse|-new] [--version 1.2|1.3] [--clients 4]
+        [--mode -reuse|-new] [--version 1.2|1.3] [--clients 4] [--no-nginx] [--latency N]
 """
 
 from __future__ import annotations
@@ -47,53 +47,55 @@ def main() -> int:
 
 def _run(args: argparse.Namespace, folder: Path) -> int:
     certs = servers.make_certificates(folder)
-    base = free_ports(1)[0] - 1
-    ports = servers.Ports(base)
+    ports = servers.Ports(free_ports(1)[0] - 1)
     conf = servers.gateway_config(ports, certs, 4096, 10000)
     tree = servers.snapshot_mailgate(folder / "tree")
-    gateways: dict[str, str | None] = {} if args.no_nginx else {"nginx": None}
+    gateways: dict[str, Path | None] = {} if args.no_nginx else {"nginx": None}
     if args.compare:
-        gateways[args.compare] = hotpath.export_revision(args.compare, folder / "rev")
-    gateways[tree] = str(folder / "tree" / "src")
-    rates: dict[str, list[float]] = {name: [] for name in gateways}
-    cpus: dict[str, list[float]] = {name: [] for name in gateways}
+        gateways[args.compare] = Path(hotpath.export_revision(args.compare, folder / "rev"))
+    gateways[tree] = servers.mailgate_source()
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in gateways}
     for round_ in range(args.rounds):
         order = list(gateways) if round_ % 2 == 0 else list(reversed(gateways))
         for name in order:
             source = gateways[name]
-            servers.run_mailgate_from(None if source is None else Path(source))
+            servers.run_mailgate_from(source)
             implementation = "nginx" if source is None else "mailgate"
             with servers.running_gateway(implementation, folder / "gw", conf, ports) as server:
-                if args.latency:
-                    samples = clients.greeting_latencies(ports.imaps_ecdsa, args.latency + 2)
-                    rates[name].append(statistics.median(samples[2:]) * 1e3)
-                    cpus[name].append(0.0)
-                    print(f"round {round_ + 1}: {name}: p50 {rates[name][-1]:.2f} ms")
-                    continue
-                measure.s_time(ports.imaps_ecdsa, args.mode, args.version, "ecdsa",
-                               seconds=1, clients_=args.clients)  # fmt: skip
-                before = server.cpu()
-                count, wall, _ = measure.s_time(
-                    ports.imaps_ecdsa, args.mode, args.version, "ecdsa",
-                    seconds=args.seconds, clients_=args.clients,
-                )  # fmt: skip
-                cpus[name].append((server.cpu() - before) * 1e6 / max(count, 1))
-                rates[name].append(count / wall)
-            print(f"round {round_ + 1}: {name}: {rates[name][-1]:,.0f}/s, "
-                  f"{cpus[name][-1]:.0f} µs")  # fmt: skip
-    load = f"{args.clients} x s_time {args.mode} TLS {args.version}"
-    if args.latency:
-        load = "greeting after full TLS 1.3 (the rate column: p50 ms)"
-    print(f"\n{load}, {args.rounds} rounds, medians")
-    first = statistics.median(rates[next(iter(gateways))])
-    for name in gateways:
-        rate = statistics.median(rates[name])
-        if args.latency:
-            print(f"{name:40} {rate:8.2f} ms  {rate / first:.3f}x")
-            continue
-        print(f"{name:40} {rate:8,.0f}/s {statistics.median(cpus[name]):6.0f} µs  "
-              f"{rate / first:.3f}x")  # fmt: skip
+                found[name].append(_measure(args, ports, server))
+            print(f"round {round_ + 1}: {name}: {_shown(args, *found[name][-1])}")
+    print(f"\n{_load(args)}, {args.rounds} rounds, medians")
+    first = statistics.median(value for value, _ in found[next(iter(gateways))])
+    for name, samples in found.items():
+        value = statistics.median(value for value, _ in samples)
+        cpu = statistics.median(cpu for _, cpu in samples)
+        print(f"{name:40} {_shown(args, value, cpu):24} {value / first:.3f}x")
     return 0
+
+
+def _measure(
+    args: argparse.Namespace, ports: servers.Ports, server: procs.ServerProcs
+) -> tuple[float, float]:
+    """(connections per second, server CPU µs per connection), or with --latency (p50 ms, 0)."""
+    port = ports.imaps_ecdsa
+    if args.latency:
+        samples = clients.greeting_latencies(port, args.latency + 2)
+        return statistics.median(samples[2:]) * 1e3, 0.0
+    load = (args.mode, args.version, "ecdsa")
+    measure.s_time(port, *load, seconds=1, clients_=args.clients)  # warm-up
+    before = server.cpu()
+    count, wall, _ = measure.s_time(port, *load, seconds=args.seconds, clients_=args.clients)
+    return count / wall, (server.cpu() - before) * 1e6 / max(count, 1)
+
+
+def _shown(args: argparse.Namespace, value: float, cpu: float) -> str:
+    return f"p50 {value:.2f} ms" if args.latency else f"{value:,.0f}/s, {cpu:.0f} µs"
+
+
+def _load(args: argparse.Namespace) -> str:
+    if args.latency:
+        return "greeting after a full TLS 1.3 handshake"
+    return f"{args.clients} x s_time {args.mode} TLS {args.version}"
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ def snapshot_mailgate(folder: Path) -> str:
     return f"mailgate {commit}" + (" + uncommitted changes" if dirty else "")
 
 
+def mailgate_source() -> Path | None:
+    """The copy of mailgate's sources the next gateway starts from (None: the install)."""
+    return _snapshot
+
+
 def run_mailgate_from(source: Path | None) -> None:
     """Start mailgate from this copy of its sources (a namespace package folder) from now on;
     None: from the editable install."""
