@@ -286,6 +286,7 @@ events {{
 }}
 """
 DEFAULT_WORKERS = 2
+DEFAULT_CONNECTIONS = 512
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -338,7 +339,10 @@ class Gateway:
 
 
 def render_config(
-    template: str, values: Mapping[str, str | int], workers: int = DEFAULT_WORKERS
+    template: str,
+    values: Mapping[str, str | int],
+    workers: int = DEFAULT_WORKERS,
+    connections: int = DEFAULT_CONNECTIONS,
 ) -> tuple[str, dict[str, int]]:
     """Fill ``%%NAME%%`` placeholders; each unknown ``%%PORT_x%%`` gets a free port."""
     ports: dict[str, int] = {}
@@ -354,7 +358,7 @@ def render_config(
     body = PLACEHOLDER.sub(fill, template)
     header = CONFIG_HEADER.replace(
         f"worker_processes {DEFAULT_WORKERS};", f"worker_processes {workers};"
-    )
+    ).replace(f"worker_connections {DEFAULT_CONNECTIONS};", f"worker_connections {connections};")
     return header + body, ports
 
 
@@ -367,13 +371,14 @@ def running_gateway(
     ca: Path,
     *,
     workers: int = DEFAULT_WORKERS,
+    connections: int = DEFAULT_CONNECTIONS,
 ) -> Iterator[Gateway]:
     """Start ``implementation`` on the rendered template; stop it when the block exits.
 
     Both run the same file with the same ``-p``/``-c``/``-g`` command line; mailgate skips the
     ``load_module`` line with a warning. ``workers`` is the ``worker_processes`` count.
     """
-    text, ports = render_config(template, values, workers)
+    text, ports = render_config(template, values, workers, connections)
     conf = folder / "nginx.conf"
     conf.write_text(text)
     listening = [ports[name] for name in LISTEN_PORT.findall(template)]
@@ -422,7 +427,8 @@ def gateway(
     Placeholders: ``%%PORT_<name>%%`` (a free port; ``gateway.port("<name>")``), ``%%CERT%%``,
     ``%%KEY%%``, ``%%AUTH_HTTP%%`` (the auth server's URL), ``%%DOVECOT_IMAP%%``,
     ``%%DOVECOT_POP3%%``, ``%%POSTFIX_SMTP%%``, and whatever the module's ``gateway_values``
-    fixture adds. A module-level ``GATEWAY_WORKERS = N`` sets ``worker_processes`` (default 2).
+    fixture adds. A module-level ``GATEWAY_WORKERS = N`` sets ``worker_processes`` (default 2),
+    ``GATEWAY_WORKER_CONNECTIONS = N`` sets ``worker_connections`` (default 512).
     """
     implementation: str = request.param
     if implementation == "nginx" and (why := nginx.missing()) is not None:
@@ -440,8 +446,15 @@ def gateway(
     folder = tmp_path_factory.mktemp(implementation)
     template: str = request.module.GATEWAY_CONFIG
     workers: int = getattr(request.module, "GATEWAY_WORKERS", DEFAULT_WORKERS)
+    connections: int = getattr(request.module, "GATEWAY_WORKER_CONNECTIONS", DEFAULT_CONNECTIONS)
     with running_gateway(
-        implementation, template, folder, values, tls_files.ca, workers=workers
+        implementation,
+        template,
+        folder,
+        values,
+        tls_files.ca,
+        workers=workers,
+        connections=connections,
     ) as started:
         yield started
 

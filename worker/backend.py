@@ -208,6 +208,12 @@ class BackendLogin:
         else:
             self._eof = True
 
+    @property
+    def full(self) -> bool:
+        """Bytes read ahead of the reply being judged fill a second buffer: read no more
+        until the next command is sent (a backend may not grow the worker's memory)."""
+        return len(self._pending) >= self._cap
+
     def next_event(self) -> Event | NeedData:
         """The next thing to do; once ``Done`` or ``Failed``, that event again."""
         if self._outbox:

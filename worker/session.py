@@ -15,6 +15,7 @@ inbox holds bytes the machine cannot take, and while the auth server or backend 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import time
@@ -50,7 +51,9 @@ from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
 from mailgate.worker.sansio import log_text
 from mailgate.worker.stream import Stream, socket_family
 
-PROXY_PEEK_RETRY = 0.005  # an incomplete PROXY header is peeked again after this long
+# A proxy sends its header with the connection: a client still sending one after this long is
+# not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
+PROXY_HEADER_TIMEOUT = 5.0
 POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
 FINAL_LINE_GRACE = 5.0  # seconds a closing session may spend writing its last line
 # The ``kind`` label of mailgate_tls_handshakes_total; "unknown" for a failed handshake.
@@ -63,6 +66,13 @@ AUTH_HTTP_OUTCOMES: dict[type, str] = {
     Invalid: "invalid",
     TransportError: "error",
 }
+# The refusal of a login whose user name or password holds CR, LF or NUL: the text an auth
+# server usually gives (nginx's documentation uses it), after the protocol's failure prefix.
+UNSAFE_CREDENTIALS = b"Invalid login or password"
+# Auth-Status: WAIT without (or with a zero) Auth-Wait is asked again after this long, and a
+# login gives up after this many WAIT answers.
+MIN_AUTH_WAIT = 1.0
+MAX_AUTH_WAITS = 10
 INFO_LEVEL = 7  # nginx's (and master.log.Level's) number for info
 
 # A backend that answers the login with an error: the credentials were refused (not a fault).
@@ -170,8 +180,9 @@ def _client_buffer(server: model.ServerConfig) -> int:
     return sizes[server.protocol]
 
 
-def _unsafe_for_lines(ok: Ok) -> bool:
-    values = (ok.user, ok.password or b"")
+def _unsafe_for_lines(*values: bytes) -> bool:
+    """CR, LF or NUL: bytes no backend login line may carry (a CR or LF would start another
+    command, a NUL cuts an AUTH PLAIN token or a C string short)."""
     return any(octet in value for value in values for octet in (b"\r", b"\n", b"\0"))
 
 
@@ -249,6 +260,10 @@ class Session:
         self._timer: Timer | None = None
         self._deadline = 0.0
         self._reading_watch = False
+        self._proxy_buf = bytearray()  # the part of a PROXY header consumed so far
+        self._blocked = False  # replies to the client are unsent: commands wait (back-pressure)
+        self._auth_waits = 0  # Auth-Status: WAIT rounds so far
+        self._auth_retry: Timer | None = None
         # Observability: the access-log record, the listener's metrics, and what they time.
         self.record = SessionRecord(
             time.time(), self.client_addr, self.client_port, listen.text, server.protocol.value
@@ -267,10 +282,11 @@ class Session:
             self.log.info(
                 f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
             )
-        self._arm_timeout(server.timeout)
         if listen.proxy_protocol:
+            self._arm_timeout(min(server.timeout, PROXY_HEADER_TIMEOUT))
             self._watch_proxy_header()
         else:
+            self._arm_timeout(server.timeout)
             self._start_stream()
 
     # -- logging ----------------------------------------------------------------------------
@@ -298,9 +314,16 @@ class Session:
     # -- timers -----------------------------------------------------------------------------
 
     def _arm_timeout(self, seconds: float) -> None:
-        """(Re)start the phase timer; one heap entry per session, moved forward lazily."""
+        """(Re)start the phase timer; one heap entry per session, moved forward lazily.
+
+        Called when a phase starts or a command completes, never for a mere read: a client
+        that drips a byte at a time must still finish its command within ``timeout``."""
         self._deadline = time.monotonic() + seconds
-        if self._timer is None:
+        timer = self._timer
+        if timer is not None and timer.when > self._deadline:
+            self.loop.cancel(timer)  # only the short PROXY-header deadline comes first
+            timer = None
+        if timer is None:
             self._timer = self.loop.call_later(seconds, self._check_timeout)
 
     def _disarm_timeout(self) -> None:
@@ -335,8 +358,17 @@ class Session:
             self._reading_watch = False
 
     def _peek_proxy_header(self, _mask: int = 0) -> None:
+        """Read the header without reading past it: peek, and consume what was peeked.
+
+        While the header is incomplete every byte seen so far belongs to it (a v1 header ends
+        at its first LF, a v2 header at the length it announced), so those bytes are taken
+        out of the socket into a capped buffer: the socket then stays quiet until more
+        arrive, instead of readable with bytes that cannot be parsed yet. Once complete,
+        exactly the rest of the header is consumed; what follows is the client's.
+        """
+        room = proxy_protocol.MAX_HEADER - len(self._proxy_buf)
         try:
-            data = self.sock.recv(proxy_protocol.MAX_HEADER, socket.MSG_PEEK)
+            data = self.sock.recv(room, socket.MSG_PEEK)
         except BlockingIOError:
             return
         except OSError as err:
@@ -349,12 +381,13 @@ class Session:
             self._because(CloseReason.CLIENT_CLOSED)
             self.close()
             return
-        result = proxy_protocol.parse_proxy_header(data)
+        seen = bytes(self._proxy_buf) + data
+        result = proxy_protocol.parse_proxy_header(seen)
         if result is SANSIO_NEED_DATA:
-            # The bytes stay in the kernel, so the socket stays readable: look again shortly
-            # instead of spinning on readiness.
-            self._unwatch()
-            self.loop.call_later(PROXY_PEEK_RETRY, self._peek_proxy_header)
+            # Bounded: the parser refuses a v1 line past 107 bytes and a v2 header past
+            # MAX_HEADER, so an incomplete header is always shorter than that.
+            self.sock.recv(len(data))
+            self._proxy_buf += data
             return
         if isinstance(result, proxy_protocol.BrokenHeader):
             if result.log_message:
@@ -363,11 +396,23 @@ class Session:
             self.close()
             return
         self._unwatch()
-        self.sock.recv(result.length)  # consume exactly the header
+        self.sock.recv(result.length - len(self._proxy_buf))  # exactly the rest of the header
+        self._proxy_buf = bytearray()
         self.proxy = result.info
         if result.info is not None and self._trusted_proxy():
-            self.client_addr, self.client_port = result.info.src_addr, result.info.src_port
+            self._take_real_address(result.info)
+        self._arm_timeout(self.server.timeout)
         self._start_stream()
+
+    def _take_real_address(self, info: proxy_protocol.ProxyInfo) -> None:
+        """realip: the header's source replaces the peer, unless it is no IP address (as
+        nginx, which keeps the connection's own address then)."""
+        try:
+            ipaddress.ip_address(info.src_addr)
+        except ValueError:
+            self._info(f'PROXY protocol source "{log_text(info.src_addr.encode())}" ignored')
+            return
+        self.client_addr, self.client_port = info.src_addr, info.src_port
 
     def _trusted_proxy(self) -> bool:
         """``set_real_ip_from``: only a listed peer may replace the client address."""
@@ -377,7 +422,13 @@ class Session:
             peer = ipaddress.ip_address(self.client_addr)
         except ValueError:
             return False
-        return any(not isinstance(net, str) and peer in net for net in self.server.set_real_ip_from)
+        # A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; nginx matches those
+        # against IPv4 networks too.
+        mapped = peer.ipv4_mapped if isinstance(peer, ipaddress.IPv6Address) else None
+        return any(
+            not isinstance(net, str) and (peer in net or (mapped is not None and mapped in net))
+            for net in self.server.set_real_ip_from
+        )
 
     # -- client stream ------------------------------------------------------------------------
 
@@ -395,7 +446,9 @@ class Session:
             self._before_greeting()
 
     def data_received(self, data: bytes) -> None:
-        self._arm_timeout(self.server.timeout)
+        if self._credentials is not None and self.relay is None:
+            self._hold_during_login(data)
+            return
         if self.machine.phase is Phase.GREETING:
             # Only an SMTP greeting delay lets the client talk first; the machine answers 503.
             shown = log_text(data[:128]).replace("\r", "_").replace("\n", "_")
@@ -403,10 +456,18 @@ class Session:
         self.inbox += data
         self._pump()
 
+    def _hold_during_login(self, data: bytes) -> None:
+        """While the auth server or the backend is asked, the client is still read, so that
+        one that leaves ends the session; what it sends is held (up to its command buffer)
+        for the backend or the next attempt, and reading stops when that is full."""
+        self.inbox += data
+        if len(self.inbox) >= _client_buffer(self.server):
+            self._set_reading(False)
+
     def eof_received(self) -> None:
         self._client_eof = True
         self.machine.receive_data(b"")
-        if self._auth is not None or self._login_machine is not None:
+        if self._credentials is not None and self.relay is None:
             self._info("client prematurely closed connection")
             self._because(CloseReason.CLIENT_CLOSED)
             self.close()
@@ -431,7 +492,9 @@ class Session:
         self._before_greeting()
 
     def write_drained(self) -> None:
-        pass  # the client stream never holds more than one reply during commands
+        if self._blocked:
+            self._blocked = False
+            self._pump()
 
     def _client_certificate_ok(self) -> bool:
         """``ssl_verify_client``: nginx judges the certificate after the handshake."""
@@ -497,6 +560,12 @@ class Session:
         """Feed the machine and act on its events until it needs the client or pauses."""
         stream = self.stream
         while not self.closed and stream is not None:
+            if stream.write_buffer_size:
+                # A client that does not read its replies gets no more of them: commands
+                # wait in the socket until the replies are sent (nginx's "blocked").
+                self._blocked = True
+                self._set_reading(False)
+                return
             self._feed()
             event = self.machine.next_event()
             if event is NEED_DATA:
@@ -509,12 +578,17 @@ class Session:
                     self._set_reading(False)
                 return
             if isinstance(event, Send):
+                self._arm_timeout(self.server.timeout)  # a command (or one of its lines) ended
                 stream.write(event.data)
             elif isinstance(event, StartTLS):
+                self._arm_timeout(self.server.timeout)
                 self._start_tls(stream)
                 return
             elif isinstance(event, Login):
-                self._set_reading(False)
+                if _unsafe_for_lines(event.credentials.user, event.credentials.password):
+                    stream.write(self._refuse_unsafe(event.credentials))
+                    continue
+                self._set_reading(len(self.inbox) < _client_buffer(self.server))
                 self._start_login(event.credentials)
                 return
             elif isinstance(event, Close):
@@ -572,6 +646,18 @@ class Session:
             return
         self._ask_auth_server()
 
+    def _refuse_unsafe(self, credentials: Credentials) -> bytes:
+        """The failure line for credentials with CR, LF or NUL, refused before anyone is
+        asked: nginx would write them verbatim into the backend's login lines, and no real
+        account has them. The machine is back in its command state, ready for another try."""
+        self.login = credentials.user
+        self._info("client sent a login or password with CR, LF or NUL")
+        self.login = None
+        self.metrics.login(credentials.method, worker_metrics.FAILED)
+        self.record.auth = worker_metrics.FAILED
+        self._arm_timeout(self.server.timeout)
+        return self.machine.login_failed(UNSAFE_CREDENTIALS)
+
     def _ask_auth_server(self) -> None:
         credentials = self._credentials
         assert credentials is not None
@@ -609,7 +695,7 @@ class Session:
         if isinstance(outcome, Ok):
             self._connect_backend(outcome)
         elif isinstance(outcome, Wait):
-            self.loop.call_later(outcome.seconds, self._retry_auth)
+            self._wait_for_auth_server(outcome)
         elif isinstance(outcome, Fail):
             self._login_counted(worker_metrics.FAILED)
             self._login_refused(outcome)
@@ -620,7 +706,22 @@ class Session:
             self._because(CloseReason.AUTH_ERROR)
             self._internal_error()
 
+    def _wait_for_auth_server(self, wait: Wait) -> None:
+        """``Auth-Status: WAIT``: ask again later, at least MIN_AUTH_WAIT later (nginx asks at
+        once without Auth-Wait, so a broken auth server would be asked in a loop), at most
+        MAX_AUTH_WAITS times per login."""
+        self._auth_waits += 1
+        if self._auth_waits >= MAX_AUTH_WAITS:
+            self._error(f"auth http server asked to wait {MAX_AUTH_WAITS} times")
+            self._login_counted(worker_metrics.ERROR)
+            self._because(CloseReason.AUTH_ERROR)
+            self._internal_error()
+            return
+        seconds = max(wait.seconds, MIN_AUTH_WAIT)
+        self._auth_retry = self.loop.call_later(seconds, self._retry_auth)
+
     def _retry_auth(self) -> None:
+        self._auth_retry = None
         if not self.closed:
             self._ask_auth_server()
 
@@ -638,6 +739,8 @@ class Session:
             return
         self.action = "in auth state"
         self.login = None
+        self._credentials = None
+        self._auth_waits = 0
         self.stream.write(self.machine.login_failed(fail.message, fail.error_code))
         self._arm_timeout(self.server.timeout)
         self._pump()
@@ -663,10 +766,9 @@ class Session:
             return
         self.login = ok.user
         self.upstream = ok.peer_name
-        if self.server.protocol is model.Protocol.POP3 and _unsafe_for_lines(ok):
-            # USER/PASS are lines: a CR or LF from a SASL-decoded password would start a
-            # second backend command (nginx sends it verbatim).
-            self._error("login or password with CR, LF or NUL cannot be sent to a POP3 backend")
+        if _unsafe_for_lines(ok.user, ok.password or b""):
+            # The client's were checked before asking; these came from the auth server.
+            self._error("auth http server sent a login or password with CR, LF or NUL")
             self._login_counted(worker_metrics.ERROR)
             self._because(CloseReason.INTERNAL_ERROR)
             self._internal_error()
@@ -680,6 +782,10 @@ class Session:
 
     def _backend_login(self, ok: Ok, credentials: Credentials) -> backend.BackendLogin:
         options = backend.BackendOptions.from_config(self.server, self._proxy_preamble())
+        if self.server.proxy_pass is not None:
+            # A static route has no auth server: the backend judges the password, so its
+            # refusal is the client's failed login, not an internal error.
+            options = dataclasses.replace(options, pass_error_message=True)
         password = ok.password or b""
         if self.server.protocol is model.Protocol.IMAP:
             return backend.ImapBackendLogin(
@@ -748,6 +854,12 @@ class Session:
         while machine is not None and stream is not None and not self.closed:
             event = machine.next_event()
             if event is SANSIO_NEED_DATA:
+                # A backend that talks past its reply waits in its socket (nginx's bytes
+                # "still in the socket"): the login machine holds at most proxy_buffer more.
+                if machine.full:
+                    stream.pause_reading()
+                else:
+                    stream.resume_reading()
                 return
             if isinstance(event, backend.Send):
                 stream.write(event.data)
@@ -819,6 +931,9 @@ class Session:
         if self._auth is not None:
             self._auth.cancel()
             self._auth = None
+        if self._auth_retry is not None:
+            self.loop.cancel(self._auth_retry)
+            self._auth_retry = None
         if self._connector is not None:
             self._connector.cancel()
             self._connector = None

@@ -86,14 +86,16 @@ def backend(request: pytest.FixtureRequest, auth_server: AuthServer) -> Iterator
 
 
 @pytest.mark.parametrize("backend", ["imap"], indirect=True)
-def test_crlf_in_an_imap_password_stays_inside_a_literal(
+def test_crlf_in_an_imap_password_never_becomes_a_backend_command(
     gateway: Gateway, backend: RecordingBackend
 ) -> None:
     password = b"x\r\nb DELETE INBOX\x00"
     with gateway.connect("imap") as client:
         client.line()
         assert client.ask(b"a LOGIN mallory {%d}" % len(password)) == b"+ OK\r\n"
-        assert client.ask(password) == b"a OK done\r\n"
+        # nginx logs in with the password inside a literal ("a OK done"); mailgate refuses
+        # it before asking anyone (test_security_credentials.py).
+        assert client.ask(password)[:5] in (b"a OK ", b"a NO ")
     assert not [line for line in backend.commands if b"DELETE" in line and b"literal" not in line]
 
 

@@ -84,11 +84,12 @@ def test_space_percent_and_control_bytes_are_escaped(
     gateway: Gateway, auth_server: AuthServer
 ) -> None:
     with gateway.connect("imap") as client:
-        reply = imap_login(client, b"a b%c", b"p\r\nq\tr\x01 \x7f\xe9%")
+        # No CR or LF: mailgate refuses those before asking (test_security_credentials.py).
+        reply = imap_login(client, b"a b%c", b"pq\tr\x01 \x7f\xe9%")
         assert reply == b"a NO Invalid login or password\r\n"
     request = only_request(auth_server)
     assert request["Auth-User"] == "a%20b%25c"
-    assert request["Auth-Pass"] == "p%0D%0Aq%09r%01%20\x7f\xe9%25"
+    assert request["Auth-Pass"] == "pq%09r%01%20\x7f\xe9%25"
 
 
 def test_authenticate_login_is_reported_as_plain(gateway: Gateway, auth_server: AuthServer) -> None:

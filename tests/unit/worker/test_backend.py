@@ -449,3 +449,15 @@ def test_backend_options_come_from_the_proxy_directives() -> None:
     assert BackendOptions.from_config(config, b"PROXY UNKNOWN\r\n") == BackendOptions(
         True, 8192, b"PROXY UNKNOWN\r\n"
     )
+
+
+def test_bytes_read_ahead_of_the_reply_fill_the_machine_at_one_buffer() -> None:
+    login = imap(BackendOptions(buffer_size=64))
+    drain(login)
+    assert not login.full
+    login.receive_data(b"* OK")  # an unfinished greeting: judged once it ends in CRLF
+    drain(login)
+    login.receive_data(b"x" * 63)  # read, not judged yet: less than a buffer waits
+    assert not login.full
+    login.receive_data(b"y" * 64)  # a buffer's worth waits: the session stops reading
+    assert login.full
