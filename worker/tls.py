@@ -146,7 +146,7 @@ def _apply_session_cache(
     runs (``master/zones.py``); otherwise (tests) it is attached here, for this process.
     """
     ctx.set_timeout(int(server.ssl_session_timeout))
-    ctx.set_session_id(_session_id_context(ctx, leaves))
+    ctx.set_session_id(_session_id_context(ctx, server, leaves))
     cache = server.ssl_session_cache
     if cache.off:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
@@ -175,17 +175,23 @@ def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
     ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
-def _session_id_context(ctx: SSL.Context, leaves: list[x509.Certificate]) -> bytes:
-    """SHA-1 over "MAIL", each certificate's SHA-1 and each client CA name's SHA-1.
+def _session_id_context(
+    ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
+) -> bytes:
+    """SHA-256 over "MAIL", each certificate's SHA-1, each client CA name's SHA-1 and the
+    digest of the whole client-certificate policy (:func:`tls_verify.policy_digest`).
 
-    A session or ticket made under one server block then never resumes under another with
-    other certificates or client CAs, even when they share ticket keys (CVE-2025-23419).
+    OpenSSL resumes a session, by ID or by ticket, only where its context matches, so a
+    session made under one server block never resumes under another that would have judged
+    its client certificate differently, even when they share a session cache zone or ticket
+    keys (CVE-2025-23419). 32 bytes: SSL_MAX_SID_CTX_LENGTH.
     """
-    digest = hashlib.sha1(SESSION_ID_CONTEXT_PREFIX)
+    digest = hashlib.sha256(SESSION_ID_CONTEXT_PREFIX)
     for leaf in leaves:
         digest.update(leaf.fingerprint(hashes.SHA1()))
     for name_digest in tls_verify.client_ca_name_digests(ctx):
         digest.update(name_digest)
+    digest.update(tls_verify.policy_digest(server))
     return digest.digest()
 
 

@@ -113,6 +113,43 @@ def _load_crl(ctx: SSL.Context, path: str) -> None:
     crypto.X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL)
 
 
+def policy_digest(server: model.ServerConfig) -> bytes:
+    """SHA-256 over every input of the client-certificate decision, for the session ID context.
+
+    A resumed session skips verification: the server takes the verify result and the peer
+    certificate stored in the session. So a session may resume only where the same
+    certificate would have been judged the same way: the same ``ssl_verify_client`` mode and
+    ``ssl_verify_depth``, and the same *contents* of ``ssl_client_certificate``,
+    ``ssl_trusted_certificate`` and ``ssl_crl`` (a CRL edited in place must end the sessions
+    of the certificates it now revokes). Ciphers, protocols and timeouts are left out: they
+    change how a session is protected, not whom it lets in.
+    """
+    digest = hashlib.sha256()
+    fields: list[tuple[str, bytes | None]] = [("verify", server.ssl_verify_client.value.encode())]
+    if server.ssl_verify_client is not model.VerifyClient.OFF:  # else no file is read
+        fields += [
+            ("depth", str(server.ssl_verify_depth).encode()),
+            ("client", _contents(server.ssl_client_certificate)),
+            ("trusted", _contents(server.ssl_trusted_certificate)),
+            ("crl", _contents(server.ssl_crl)),
+        ]
+    for name, value in fields:
+        # Length-prefixed, and "unset" apart from "empty", so no two policies hash alike.
+        marked = b"-" if value is None else b"+%d:" % len(value) + value
+        digest.update(name.encode() + marked)
+    return digest.digest()
+
+
+def _contents(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:  # OpenSSL read it a moment ago: removed or replaced since
+        raise TLSConfigError(f'open() "{path}" failed ({err.errno}: {err.strerror})') from err
+
+
 def client_ca_name_digests(ctx: SSL.Context) -> list[bytes]:
     """SHA-1 of each client CA name the context sends, in order (for the session ID context)."""
     ffi, ssl_lib, crypto = libssl.native()

@@ -79,7 +79,8 @@ def _write_leaf(leaf: trustme.LeafCert, path: Path) -> None:
     )
 
 
-def _crl(ca: trustme.CA, revoked_pem: bytes) -> bytes:
+def revocation_list(ca: trustme.CA, revoked_pem: bytes) -> bytes:
+    """A PEM CRL signed by ``ca`` that revokes the certificate ``revoked_pem``."""
     issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
     key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
     revoked = x509.load_pem_x509_certificate(revoked_pem)
@@ -119,7 +120,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     deep = ca.create_child_ca().issue_cert("deep@example.com")
     paths["deep_cert"].write_bytes(deep.cert_chain_pems[0].bytes() + deep.private_key_pem.bytes())
     paths["deep_chain"].write_bytes(deep.cert_chain_pems[1].bytes())
-    paths["crl"].write_bytes(_crl(ca, revoked.cert_chain_pems[0].bytes()))
+    paths["crl"].write_bytes(revocation_list(ca, revoked.cert_chain_pems[0].bytes()))
     return Pki(folder=folder, **paths)
 
 

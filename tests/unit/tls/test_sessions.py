@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from OpenSSL import SSL
 
 from mailgate.config import model
@@ -100,6 +101,83 @@ def test_ticket_never_resumes_on_a_server_with_other_client_cas(pki: Pki, tmp_pa
         server_config(**common, **verify, ssl_client_certificate=str(pki.other_ca))
     )
     assert not resumes(one, other)
+
+
+# -- the client-certificate policy is part of the session ID context (CVE-2025-23419) ---------
+
+ON = model.VerifyClient.ON
+
+
+def policy(pki: Pki, keys: tuple[str, ...], **settings: Any) -> model.ServerConfig:
+    """A verifying server sharing ``keys``: the client CA, and whatever ``settings`` add."""
+    settings.setdefault("ssl_verify_client", ON)
+    settings.setdefault("ssl_client_certificate", str(pki.ca))
+    return server_config(**pki.pair(), ssl_session_ticket_key=keys, **settings)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"ssl_trusted_certificate": "other_ca"},
+        {"ssl_crl": "crl"},
+        {"ssl_verify_client": model.VerifyClient.OPTIONAL},
+        {"ssl_verify_client": model.VerifyClient.OPTIONAL_NO_CA},
+        {"ssl_verify_depth": 2},
+    ],
+    ids=["trusted-certificate", "crl", "optional", "optional-no-ca", "depth"],
+)
+def test_ticket_never_resumes_on_a_server_with_another_verification_policy(
+    pki: Pki, tmp_path: Path, other: dict[str, Any]
+) -> None:
+    keys = (key_file(tmp_path),)
+    resolved = {k: str(getattr(pki, v)) if isinstance(v, str) else v for k, v in other.items()}
+    one = tls.build_context(policy(pki, keys))
+    another = tls.build_context(policy(pki, keys, **resolved))
+    assert not resumes(one, another)
+    assert not resumes(another, one)
+
+
+def test_ticket_resumes_on_another_server_with_the_same_verification_policy(
+    pki: Pki, tmp_path: Path
+) -> None:
+    keys = (key_file(tmp_path),)
+    settings = {"ssl_trusted_certificate": str(pki.other_ca), "ssl_crl": str(pki.crl)}
+    one = tls.build_context(policy(pki, keys, **settings))
+    another = tls.build_context(policy(pki, keys, **settings))
+    assert resumes(one, another)
+
+
+def test_ticket_never_resumes_after_the_crl_file_changed_in_place(pki: Pki, tmp_path: Path) -> None:
+    """The file's contents count, not its name: a reload with a new CRL ends old sessions."""
+    keys, crl = (key_file(tmp_path),), tmp_path / "crl.pem"
+    crl.write_bytes(pki.crl.read_bytes())
+    before = tls.build_context(policy(pki, keys, ssl_crl=str(crl)))
+    crl.write_bytes(pki.crl.read_bytes() + b"\n")
+    after = tls.build_context(policy(pki, keys, ssl_crl=str(crl)))
+    assert not resumes(before, after)
+
+
+def test_session_id_from_the_shared_zone_never_resumes_under_another_crl(pki: Pki) -> None:
+    shared = cache(shared_name="POLICY", shared_size=1 << 20)
+    one = tls.build_context(policy(pki, (), ssl_session_cache=shared))
+    another = tls.build_context(policy(pki, (), ssl_session_cache=shared, ssl_crl=str(pki.crl)))
+    assert resumes(
+        one, tls.build_context(policy(pki, (), ssl_session_cache=shared)), **TLS12_NO_TICKET
+    )
+    assert not resumes(one, another, **TLS12_NO_TICKET)
+
+
+def test_policy_of_a_server_without_verification_reads_no_file(tmp_path: Path) -> None:
+    """As nginx, ``ssl_verify_client off`` leaves the CA and CRL files unread."""
+    missing = str(tmp_path / "missing.pem")
+    server = server_config(ssl_client_certificate=missing, ssl_crl=missing)
+    assert tls_verify.policy_digest(server) == tls_verify.policy_digest(server_config())
+
+
+def test_policy_file_that_cannot_be_read_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
+    gone = tmp_path / "gone.pem"
+    with pytest.raises(tls.TLSConfigError, match=f'^open\\(\\) "{gone}" failed \\(2: '):
+        tls_verify.policy_digest(policy(pki, (), ssl_crl=str(gone)))
 
 
 def test_s_client_resumes_a_tls12_session_from_the_builtin_cache(
