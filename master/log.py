@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mailgate.config import model
 from mailgate.master.syslog import SyslogTarget
+from mailgate.worker.sansio import escape_controls
 
 STDERR = "stderr"
 
@@ -47,15 +48,15 @@ def os_error(err: OSError) -> str:
 
 
 def format_line(when: float, level: Level, pid: int, message: str) -> str:
-    """One error log line; newlines in ``message`` are escaped so a line stays one line."""
+    """One error log line; control characters in ``message`` (newlines, a client's ESC...)
+    are escaped as ``\\xHH`` so that a line stays one line and text."""
     stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(when))
-    text = message.replace("\n", "\\n")
-    return f"{stamp} [{level.label}] {pid}#0: {text}\n"
+    return f"{stamp} [{level.label}] {pid}#0: {escape_controls(message)}\n"
 
 
 def console_line(level: Level, message: str) -> str:
     """A startup message for the terminal: ``mailgate: [emerg] message``."""
-    return f"mailgate: [{level.label}] {message}\n"
+    return f"mailgate: [{level.label}] {escape_controls(message)}\n"
 
 
 @dataclass(slots=True)

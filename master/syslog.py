@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailgate.config import logs, model
+from mailgate.worker.sansio import escape_controls
 
 MAX_MESSAGE = 2048  # nginx's NGX_MAX_ERROR_STR: longer lines are cut
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -35,8 +36,9 @@ def format_message(
     """One datagram; ``severity`` is the message's (RFC 5424 numbering, 0 emerg .. 7 debug)."""
     pri = spec.facility * 8 + (spec.severity if spec.severity is not None else severity)
     host = f" {socket.gethostname()}" if spec.hostname else ""
+    text = escape_controls(text)  # as the error log file: one line, no terminal control
     line = f"<{pri}>{timestamp(when)}{host} {spec.tag}: [{level_label}] {pid}#0: {text}"
-    return line.replace("\n", "\\n").encode("utf-8", "replace")[:MAX_MESSAGE]
+    return line.encode("utf-8", "replace")[:MAX_MESSAGE]
 
 
 @dataclass(slots=True)

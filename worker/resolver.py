@@ -31,8 +31,10 @@ How the lookups run, as nginx's ``ngx_resolver.c`` does unless noted:
 * UDP to the configured servers; each query starts at the next server (round-robin) and is
   re-sent to the following one when no reply came within the resend interval (nginx: 5 s; here
   at most ``resolver_timeout / (servers + 1)`` so that every server gets a try). A server that
-  refuses at once (ICMP port unreachable) is skipped without waiting. Replies that come late on
-  an earlier attempt's socket still count.
+  refuses at once (ICMP port unreachable) is skipped without waiting. A query keeps one UDP
+  socket per server it tried (a resend to the same server reuses it), so a reply that comes
+  late still counts, and closes them all when its step ends: at most ``servers`` descriptors
+  per pending query, whatever the number of resends.
 * The PTR lookup and the forward lookup each get ``resolver_timeout`` (nginx gives each its own
   resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow; an error on
   either is the result, NODATA on both is "Host not found" (3). Unlike nginx, the first error
@@ -401,9 +403,10 @@ class _Lookup:
 class _Exchange:
     """One query sent until a reply matches: failover, retransmission, late replies.
 
-    Every attempt gets its own connected UDP socket (a fresh random source port, and the
-    kernel drops datagrams from any other address); earlier sockets stay open so that a slow
-    server's reply still ends the query.
+    Each server gets one connected UDP socket for the whole query (a fresh random source port,
+    and the kernel drops datagrams from any other address); a resend to the same server goes
+    out on it again, so a slow server's reply to an earlier send still ends the query. A query
+    thus holds at most one descriptor per server, and ``close`` (the end of its step) frees them.
     """
 
     def __init__(
@@ -416,7 +419,7 @@ class _Exchange:
         self._wire = query.wire
         self._interval = interval
         self._on_answer: StepDone | None = on_answer
-        self._sockets: list[socket.socket] = []
+        self._sockets: dict[int, socket.socket] = {}  # by index in ``resolver.servers``
         self._tries = 0
         self._timer: Timer | None = None
         self._attempt()
@@ -426,30 +429,29 @@ class _Exchange:
         if self._timer is not None:
             self._loop.cancel(self._timer)
             self._timer = None
-        for sock in self._sockets:
-            self._loop.selector.unregister(sock)
-            sock.close()
-        self._sockets.clear()
+        for index in list(self._sockets):
+            self._drop(index)
 
     def _attempt(self) -> None:
-        server = self._servers[(self._first + self._tries) % len(self._servers)]
+        index = (self._first + self._tries) % len(self._servers)
         self._tries += 1
         self._timer = self._loop.call_later(self._interval, self._attempt)
-        try:
-            sock = _connected_socket(server)
-        except OSError:  # no route, no file descriptor left...
-            self._fail_over()
-            return
+        sock = self._sockets.get(index)
+        if sock is None:
+            try:
+                sock = _connected_socket(self._servers[index])
+            except OSError:  # no route, no file descriptor left...
+                self._fail_over()
+                return
+            self._sockets[index] = sock
+            self._loop.selector.register(
+                sock, selectors.EVENT_READ, lambda _mask: self._on_readable(index)
+            )
         try:
             sock.send(self._wire)
         except OSError:
-            sock.close()
+            self._drop(index)
             self._fail_over()
-            return
-        self._sockets.append(sock)
-        self._loop.selector.register(
-            sock, selectors.EVENT_READ, lambda _mask: self._on_readable(sock)
-        )
 
     def _fail_over(self) -> None:
         """Try the next server now, but only in the first round: a list of servers that are
@@ -459,14 +461,17 @@ class _Exchange:
                 self._loop.cancel(self._timer)
             self._attempt()
 
-    def _on_readable(self, sock: socket.socket) -> None:
+    def _on_readable(self, index: int) -> None:
+        sock = self._sockets.get(index)
+        if sock is None:  # closed by an earlier callback of the same loop turn
+            return
         while self._on_answer is not None:
             try:
                 wire = sock.recv(_RECV_SIZE)
             except BlockingIOError:
                 return
             except OSError:  # ICMP port unreachable, reported on the connected socket
-                self._drop(sock)
+                self._drop(index)
                 self._fail_over()
                 return
             answer = dns_wire.parse_reply(self._query, wire)
@@ -475,10 +480,10 @@ class _Exchange:
                 self.close()
                 on_answer(answer)
 
-    def _drop(self, sock: socket.socket) -> None:
+    def _drop(self, index: int) -> None:
+        sock = self._sockets.pop(index)
         self._loop.selector.unregister(sock)
         sock.close()
-        self._sockets.remove(sock)
 
 
 def _connected_socket(server: Server) -> socket.socket:

@@ -42,7 +42,16 @@ def test_facility_severity_tag_and_nohostname(collector: socket.socket) -> None:
     t = target(collector.getsockname()[1], ",facility=mail,severity=crit,tag=gw,nohostname")
     t.emit(Level.INFO, "hello\nworld")
     data = collector.recv(4096).decode()
-    assert re.match(r"<18>\w{3} [ \d]\d \d\d:\d\d:\d\d gw: \[info\] \d+#0: hello\\nworld$", data)
+    assert re.match(r"<18>\w{3} [ \d]\d \d\d:\d\d:\d\d gw: \[info\] \d+#0: hello\\x0aworld$", data)
+    t.close()
+
+
+def test_control_characters_are_sent_escaped(collector: socket.socket) -> None:
+    t = target(collector.getsockname()[1], ",nohostname")
+    t.emit(Level.ERROR, 'login: "a\x1b[2Jb\rc\x00d\x7f"')
+    data = collector.recv(4096)
+    assert data.endswith(b'login: "a\\x1b[2Jb\\x0dc\\x00d\\x7f"')
+    assert not any(byte < 0x20 or byte == 0x7F for byte in data)
     t.close()
 
 

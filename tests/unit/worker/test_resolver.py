@@ -202,6 +202,28 @@ def test_skips_a_refusing_server_without_waiting(
     assert time.monotonic() - started < 1.0  # far below the 5 s resend interval
 
 
+def test_resends_reuse_one_socket_per_server(loop: Loop) -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as one,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as two,
+    ):
+        for sock in (one, two):
+            sock.bind(("127.0.0.1", 0))
+        servers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in (one, two)]
+        # Resent every 0.2 s: the PTR query goes out three times, the third to the first server.
+        resolver = make(loop, *servers, timeout=0.6)
+        results: list[str] = []
+        resolver.client_host("192.0.2.5", lambda host, _: results.append(host))
+        most = 0
+        while not results:
+            loop.run_once(0.02)
+            most = max(most, len(loop.selector.get_map()))
+        assert results == [TEMPUNAVAIL]
+        assert most == 2  # not one socket per send
+        (first, source), (again, same_source) = one.recvfrom(512), one.recvfrom(512)
+        assert (again, same_source) == (first, source)  # the same query from the same port
+
+
 def test_round_robin_spreads_queries(loop: Loop, silent_server: str, dns_server: DnsInfo) -> None:
     resolver = make(loop, silent_server, dns_server.server, timeout=1.5)
     assert [resolver.next_server() for _ in range(4)] == [0, 1, 0, 1]
