@@ -451,7 +451,7 @@ class Session:
             return
         if self.machine.phase is Phase.GREETING:
             # Only an SMTP greeting delay lets the client talk first; the machine answers 503.
-            shown = log_text(data[:128]).replace("\r", "_").replace("\n", "_")
+            shown = log_text(data[:128].replace(b"\r", b"_").replace(b"\n", b"_"))
             self._info(f'client was rejected before greeting: "{shown}"')
         self.inbox += data
         self._pump()

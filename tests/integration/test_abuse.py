@@ -151,7 +151,7 @@ def test_smtp_early_talker_is_rejected_before_the_greeting(gateway: Gateway) -> 
         client.send(b"EHLO early.test\r\n")
         assert client.line() == b"503 5.5.0 Improper use of SMTP command pipelining\r\n"
         assert client.at_eof()
-    assert gateway.wait_for_log('client was rejected before greeting: "EHLO early.test')
+    assert gateway.wait_for_log('client was rejected before greeting: "EHLO early.test__"')
 
 
 def test_smtp_patient_client_is_greeted_after_the_delay(gateway: Gateway) -> None:
