@@ -53,6 +53,22 @@ IGNORED_EVENTS_FLAGS = ("accept_mutex",)
 
 MAIL_MODULE_FILES = ("ngx_mail_module.so",)
 
+# Who the workers run as when the master is root and no ``user`` is given: nginx's NGX_USER
+# and, as built on Debian, NGX_GROUP. Workers never run as root unless a ``user`` says so.
+DEFAULT_USER = ("nobody", "nogroup")
+
+
+def worker_user(
+    configured: tuple[str, str | None] | None, euid: int
+) -> tuple[str, str | None] | None:
+    """``(user, group)`` the workers switch to, or None to keep the master's user.
+
+    Only root can switch users; another master keeps its user, as nginx does.
+    """
+    if euid != 0:
+        return None
+    return configured if configured is not None else DEFAULT_USER
+
 
 def include(call: Call, field: str) -> None:
     call.parser.include(call, call.args[0])

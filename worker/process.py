@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import setproctitle
 
-from mailgate.config import model
+from mailgate.config import core, model
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import Loop, drain
 from mailgate.worker.session import SessionFactory
@@ -258,10 +258,11 @@ class Worker:
             self.log.alert(f"setrlimit(RLIMIT_NOFILE, {limit}) failed ({err})")
 
     def _drop_privileges(self) -> None:
-        # Only root can switch users; nginx silently keeps the user otherwise.
-        if self.config.main.user is None or os.geteuid() != 0:
+        # Before run(): a worker never accepts a connection with the master's privileges.
+        wanted = core.worker_user(self.config.main.user, os.geteuid())
+        if wanted is None:
             return
-        user, group = self.config.main.user
+        user, group = wanted
         try:
             uid = pwd.getpwnam(user).pw_uid
             gid = grp.getgrnam(group or user).gr_gid
