@@ -14,6 +14,8 @@ unchanged, it also accepts what such a file usually holds besides ``mail {}``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailgate.config import logs, setters
 from mailgate.config.directives import (
     ANY,
@@ -53,13 +55,17 @@ IGNORED_EVENTS_FLAGS = ("accept_mutex",)
 
 MAIL_MODULE_FILES = ("ngx_mail_module.so",)
 
-# Who the workers run as when the master is root and no ``user`` is given: nginx's NGX_USER
-# and, as built on Debian, NGX_GROUP. Workers never run as root unless a ``user`` says so.
-DEFAULT_USER = ("nobody", "nogroup")
+# Who the workers run as when the master is root and no ``user`` is given: nginx's NGX_USER,
+# and the group its configure picks (``nobody`` if there is one, else Debian's ``nogroup``).
+# Workers never run as root unless a ``user`` says so.
+DEFAULT_USER = "nobody"
+DEFAULT_GROUPS = ("nobody", "nogroup")
 
 
 def worker_user(
-    configured: tuple[str, str | None] | None, euid: int
+    configured: tuple[str, str | None] | None,
+    euid: int,
+    group_exists: Callable[[str], bool],
 ) -> tuple[str, str | None] | None:
     """``(user, group)`` the workers switch to, or None to keep the master's user.
 
@@ -67,7 +73,10 @@ def worker_user(
     """
     if euid != 0:
         return None
-    return configured if configured is not None else DEFAULT_USER
+    if configured is not None:
+        return configured
+    group = next((g for g in DEFAULT_GROUPS if group_exists(g)), DEFAULT_GROUPS[0])
+    return DEFAULT_USER, group
 
 
 def include(call: Call, field: str) -> None:
