@@ -17,6 +17,7 @@ the workers run as.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import mmap
 import os
@@ -74,9 +75,10 @@ def instance_segments(instance: str) -> list[str]:
 def foreign(info: os.stat_result) -> str | None:
     """Why a segment with this ``fstat()`` is not ours to use, or None if it is."""
     mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid == os.geteuid() and mode == MODE:
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and mode == MODE:
         return None
-    return f"owned by uid {info.st_uid} with mode {mode:04o}"
+    kind = "" if stat.S_ISREG(info.st_mode) else f"a {stat.filemode(info.st_mode)[0]} file "
+    return f"{kind}owned by uid {info.st_uid} with mode {mode:04o}"
 
 
 @dataclass(slots=True)
@@ -144,18 +146,29 @@ def _open_own(
         shm = posix_ipc.SharedMemory(name)
     except posix_ipc.ExistentialError:
         return None  # gone since: try creating it again
+    except OSError as err:
+        if err.errno != errno.ELOOP:  # shm_open() follows no symbolic link
+            raise
+        _remove(name, foreign(os.lstat(SHM_DIR + name)) or "a link", replaced)
+        return None
     why = foreign(os.fstat(shm.fd))
     if why is not None:
         shm.close_fd()
-        replaced.append(why)
-        try:
-            unlink(name)
-        except posix_ipc.PermissionsError as err:  # not root: /dev/shm is sticky
-            raise SegmentError(f'"{name}" is {why} and cannot be removed ({err})') from err
+        _remove(name, why, replaced)
         return None
     if shm.size != size:  # a torn creation; the caller re-initialises
         os.ftruncate(shm.fd, size)
     return shm, False
+
+
+def _remove(name: str, why: str, replaced: list[str]) -> None:
+    replaced.append(why)
+    try:
+        os.unlink(SHM_DIR + name)
+    except FileNotFoundError:
+        pass
+    except OSError as err:  # not root: /dev/shm is sticky
+        raise SegmentError(f'"{name}" is {why} and cannot be removed ({err.strerror})') from err
 
 
 def peek(name: str, length: int) -> tuple[bytes, os.stat_result] | None:
@@ -167,6 +180,11 @@ def peek(name: str, length: int) -> tuple[bytes, os.stat_result] | None:
     try:
         shm = posix_ipc.SharedMemory(name)
     except posix_ipc.Error:
+        return None
+    except OSError as err:  # a symbolic link: not ours, and not to be followed
+        with contextlib.suppress(OSError):
+            if err.errno == errno.ELOOP:
+                return b"", os.lstat(SHM_DIR + name)
         return None
     try:
         info = os.fstat(shm.fd)

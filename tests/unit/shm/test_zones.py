@@ -187,6 +187,39 @@ def test_the_segment_is_the_masters_alone(registry: Registry) -> None:
     assert (info.st_uid, info.st_mode & 0o777) == (os.geteuid(), 0o600)
 
 
+def planted(registry: Registry) -> Path:
+    return Path(segment.SHM_DIR + segment.segment_name(registry.instance, "SSL", SIZE))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another account")
+def test_a_segment_of_another_account_under_the_zone_name_is_replaced_and_logged(
+    registry: Registry,
+) -> None:
+    path = planted(registry)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    os.fchown(fd, 65534, 65534)
+    os.fchmod(fd, 0o666)
+    zone = registry.zone("SSL", SIZE)
+    zone.store(b"i" * 32, b"secret", 300)
+    assert os.fstat(fd).st_nlink == 0 and os.pread(fd, 64, 0) == b""  # theirs: unlinked, empty
+    os.close(fd)
+    assert (
+        "alert",
+        f"shared memory {zone.segment.name} was owned by uid 65534 with mode 0666, not by uid 0 "
+        'with mode 0600: removed it and made a new one for shared zone "SSL"',
+    ) in log_lines(registry)
+
+
+def test_a_symbolic_link_under_the_zone_name_is_removed_not_followed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    planted(registry).symlink_to(target)
+    zone = registry.zone("SSL", SIZE)
+    assert not shm_path(zone).is_symlink() and target.read_bytes() == b"keep"
+
+
 def _store_forever(zone: Zone, seed: int) -> None:
     n = 0
     while True:
