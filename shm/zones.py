@@ -176,11 +176,11 @@ class Zone:
                             "re-initialising it"
                         )
                     header = _initialise(segment.buf, size, 1)
+            zone = cls(name, segment, lock, header, log)
+            zone._join()
         except LockError as err:
             segment.close()
             raise ZoneError(f'could not create shared zone "{name}": {err}') from err
-        zone = cls(name, segment, lock, header, log)
-        zone._join()
         return zone
 
     def _join(self, replacing: int = 0) -> None:
