@@ -14,6 +14,8 @@ unchanged, it also accepts what such a file usually holds besides ``mail {}``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailgate.config import logs, setters
 from mailgate.config.directives import (
     ANY,
@@ -52,6 +54,29 @@ IGNORED_EVENTS = ("use", "accept_mutex_delay", "debug_connection", "worker_aio_r
 IGNORED_EVENTS_FLAGS = ("accept_mutex",)
 
 MAIL_MODULE_FILES = ("ngx_mail_module.so",)
+
+# Who the workers run as when the master is root and no ``user`` is given: nginx's NGX_USER,
+# and the group its configure picks (``nobody`` if there is one, else Debian's ``nogroup``).
+# Workers never run as root unless a ``user`` says so.
+DEFAULT_USER = "nobody"
+DEFAULT_GROUPS = ("nobody", "nogroup")
+
+
+def worker_user(
+    configured: tuple[str, str | None] | None,
+    euid: int,
+    group_exists: Callable[[str], bool],
+) -> tuple[str, str | None] | None:
+    """``(user, group)`` the workers switch to, or None to keep the master's user.
+
+    Only root can switch users; another master keeps its user, as nginx does.
+    """
+    if euid != 0:
+        return None
+    if configured is not None:
+        return configured
+    group = next((g for g in DEFAULT_GROUPS if group_exists(g)), DEFAULT_GROUPS[0])
+    return DEFAULT_USER, group
 
 
 def include(call: Call, field: str) -> None:

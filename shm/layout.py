@@ -1,8 +1,8 @@
 """Byte layout of one ``ssl_session_cache shared:NAME:SIZE`` segment.
 
 Every integer is little-endian. The segment is one POSIX shared-memory object (``segment.py``),
-guarded by one SysV semaphore (``lock.py``) whose key is stored in the header. Every read or
-write below, except the header's fixed part once it is valid, happens under that lock.
+guarded by a record lock on the segment itself (``lock.py``). Every read or write below,
+except the header's fixed part once it is valid, happens under that lock.
 
 Header (``HEADER_SIZE`` bytes)::
 
@@ -12,7 +12,7 @@ Header (``HEADER_SIZE`` bytes)::
         12    4  crc32 of bytes 0..64 with this field zeroed: a torn or foreign header is
                  re-initialised (and logged), never trusted
         16    8  segment size in bytes
-        24    4  SysV semaphore key (signed)
+        24    4  zero (version 1 kept a SysV semaphore key here; nothing reads it)
         28    4  generation: bumped at every (re)initialisation
         32    4  owner: pid of the master that attached last (the one that made it, or the
                  new master after an upgrade)
@@ -55,7 +55,7 @@ from __future__ import annotations
 import struct
 
 MAGIC = b"MGSSLZ\x00\x01"
-VERSION = 1
+VERSION = 2  # 2: the lock is a record lock on the segment, no semaphore key
 HEADER_SIZE = 1024
 WAYS = 8  # index entries per bucket: one 128-byte bucket is scanned per lookup
 ALIGN = 8

@@ -1,55 +1,43 @@
-"""The zone lock: one SysV semaphore, always operated with ``SEM_UNDO``.
+"""The zone lock: a POSIX record lock (``fcntl(F_SETLKW)``) on the segment's own descriptor.
 
-The kernel undoes a process's semaphore operations when it exits, however it exits, so a worker
-killed with SIGKILL while holding the lock releases it and the other workers carry on. (A
+The kernel drops a process's record locks when it exits, however it exits, so a worker killed
+with SIGKILL while holding the lock releases it and the other workers carry on. (A
 process-shared pthread mutex would stay locked; robust mutexes are not reachable from Python.)
+
+Why not a SysV semaphore (what this was): a semaphore is found by a key, and ``semop()``
+checks its permissions on every call. Workers that dropped to ``user`` then need the
+semaphore given to that user, so any other process of that user could hold it (and hang
+every worker) or remove it, and a key read from the shared header could name anybody's
+semaphore. A record lock needs no name and no permission after ``open()``: the workers
+inherit the master's descriptor of the master-owned segment across ``fork()`` and lock
+through it, whatever user they then become, and nobody else can open the segment.
+
+Record locks belong to a process, not to a descriptor: a process never waits for itself, and
+closing *any* descriptor of the segment releases its locks, so a process opens a segment
+once (``Registry`` keeps it).
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 from types import TracebackType
-
-import sysv_ipc
 
 
 class LockError(Exception):
-    """The semaphore could not be created or found."""
+    """The lock could not be taken (the text says why, with the system's error)."""
 
 
 class Lock:
-    """A binary semaphore as a context manager."""
+    """An exclusive lock on one open file, as a context manager."""
 
-    def __init__(self, sem: sysv_ipc.Semaphore) -> None:
-        sem.undo = True  # every acquire/release is undone if this process dies
-        self._sem = sem
-
-    @classmethod
-    def create(cls) -> Lock:
-        """A new semaphore with a key the kernel has not handed out (stored in the header)."""
-        try:
-            return cls(sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=1))
-        except sysv_ipc.Error as err:
-            raise LockError(f"semget() failed ({err})") from err
-
-    @classmethod
-    def open(cls, key: int) -> Lock | None:
-        """The semaphore with ``key``, or ``None`` when it is gone."""
-        try:
-            return cls(sysv_ipc.Semaphore(key))
-        except (sysv_ipc.ExistentialError, sysv_ipc.PermissionsError):
-            return None
-
-    @property
-    def key(self) -> int:
-        key: int = self._sem.key
-        return key
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
     def __enter__(self) -> Lock:
         try:
-            self._sem.acquire()
-        except sysv_ipc.Error as err:  # removed: the zone was released (a stop)
-            raise LockError(f"semop() failed ({err})") from err
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)  # waits; EINTR is retried by Python
+        except OSError as err:
+            raise LockError(f"fcntl(F_SETLKW) failed ({err.errno}: {err.strerror})") from err
         return self
 
     def __exit__(
@@ -58,8 +46,4 @@ class Lock:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._sem.release()
-
-    def remove(self) -> None:
-        with contextlib.suppress(sysv_ipc.ExistentialError, sysv_ipc.PermissionsError):
-            self._sem.remove()
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)

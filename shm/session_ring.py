@@ -1,7 +1,7 @@
 """The session ring: TLS sessions by ID in one segment, oldest overwritten first.
 
 The byte layout is in :mod:`mailgate.shm.layout`. Nothing here locks: :class:`~mailgate.shm.
-zones.Zone` holds the zone's semaphore around every call. Every read of a record is checked
+zones.Zone` holds the zone's lock around every call. Every read of a record is checked
 (its own position, its lengths, its crc32), so a record that a killed worker left half-written,
 or that a later record overwrote, is a miss and never a session.
 """

@@ -1,9 +1,11 @@
 """Shared zones: a segment, its lock and its header, and the process-wide table of them.
 
 The master creates or attaches every zone before it forks (:meth:`Registry.prepare`), so the
-workers inherit the mapping and the semaphore. A reload keeps a zone whose name and size are
-unchanged; a new master started by an upgrade attaches to the segments of the old one, because
-segment names depend only on the instance (prefix and configuration path). Each segment keeps
+workers inherit the mapping and the descriptor they lock (``lock.py``): they never open a
+segment by name, and it stays the master's user's, mode 0600, whatever ``user`` they run as.
+A reload keeps a zone whose name and size are unchanged; a new master started by an upgrade
+attaches to the segments of the old one, because segment names depend only on the instance
+(prefix, configuration path, layout version). Each segment keeps
 a small table of the masters attached to it: the last one to leave unlinks it, so a cold stop
 removes it, an upgrade does not, and the next start reclaims what a crashed master left.
 """
@@ -14,7 +16,7 @@ import atexit
 import os
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,15 +24,19 @@ from mailgate.shm import layout, session_ring, ticket_keys
 from mailgate.shm.layout import FIXED
 from mailgate.shm.lock import Lock, LockError
 from mailgate.shm.segment import (
-    SHM_DIR,
     Segment,
     SegmentError,
+    foreign,
     instance_segments,
+    peek,
     segment_name,
     unlink,
 )
 
 WARN_INTERVAL = 1  # seconds between "could not allocate" warnings per zone, as nginx
+# Seconds between two "failed" lines of one zone in one process: a broken lock fails every
+# connection, and the log must not grow by a line per connection.
+ERROR_INTERVAL = 60.0
 
 
 class ZoneError(Exception):
@@ -66,7 +72,7 @@ class Header:
     """The fixed part of the header (``layout`` bytes 0..64)."""
 
     size: int
-    sem_key: int
+    reserved: int  # version 1's semaphore key; written 0, never read
     generation: int
     owner: int
     data_offset: int
@@ -83,9 +89,9 @@ class Header:
         raw[layout.FIXED_CRC_AT : layout.FIXED_CRC_AT + 4] = bytes(4)
         if magic != layout.MAGIC or version != layout.VERSION or crc != zlib.crc32(raw):
             return None
-        size_, sem_key, generation, owner, data_offset, capacity, buckets = fields[3:10]
+        size_, reserved, generation, owner, data_offset, capacity, buckets = fields[3:10]
         header = cls(
-            size_, sem_key, generation, owner, data_offset, capacity, buckets, list(fields[10:])
+            size_, reserved, generation, owner, data_offset, capacity, buckets, list(fields[10:])
         )
         if header.size != size or (header.data_offset, header.capacity, header.buckets) != (
             layout.plan(size)
@@ -99,7 +105,7 @@ class Header:
             layout.VERSION,
             0,
             self.size,
-            self.sem_key,
+            self.reserved,
             self.generation,
             self.owner,
             self.data_offset,
@@ -110,6 +116,10 @@ class Header:
         raw = bytearray(FIXED.pack(*fields))
         raw[layout.FIXED_CRC_AT : layout.FIXED_CRC_AT + 4] = zlib.crc32(raw).to_bytes(4, "little")
         buf[0 : FIXED.size] = raw
+
+
+def _ignore(zone: str, op: str) -> None:
+    """The default :attr:`Zone.on_error`: a process without metrics (the master, tests)."""
 
 
 def _alive(pid: int) -> bool:
@@ -135,6 +145,10 @@ class Zone:
         self.lock = lock
         self.header = header
         self.log = log
+        # Told of every failed operation as (zone, op): the worker counts them in a metric.
+        self.on_error: Callable[[str, str], None] = _ignore
+        self._failures = 0  # failures not yet reported in the log
+        self._reported = float("-inf")  # monotonic time of the last "failed" line
         self.ring = session_ring.SessionRing(
             segment.buf, header.data_offset, header.capacity, header.buckets
         )
@@ -146,22 +160,27 @@ class Zone:
             segment = Segment.open(segment_name(instance, name, size), size)
         except SegmentError as err:
             raise ZoneError(f'could not create shared zone "{name}": {err}') from err
-        header = Header.read(segment.buf, size)
-        lock = Lock.open(header.sem_key) if header is not None else None
-        if header is None or lock is None:
-            if not segment.created:
-                log.alert(
-                    f'shared zone "{name}" in {segment.name} has a corrupt header, '
-                    "re-initialising it"
-                )
-            try:
-                lock = Lock.create()
-            except LockError as err:
-                raise ZoneError(f'could not create shared zone "{name}": {err}') from err
-            generation = header.generation + 1 if header is not None else 1
-            header = _initialise(segment.buf, size, lock.key, generation)
-        zone = cls(name, segment, lock, header, log)
-        zone._join()
+        for why in segment.replaced:
+            log.alert(
+                f"shared memory {segment.name} was {why}, not by uid {os.geteuid()} with "
+                f'mode 0600: removed it and made a new one for shared zone "{name}"'
+            )
+        lock = Lock(segment.fd)
+        try:
+            with lock:
+                header = Header.read(segment.buf, size)
+                if header is None:
+                    if not segment.created:
+                        log.alert(
+                            f'shared zone "{name}" in {segment.name} has a corrupt header, '
+                            "re-initialising it"
+                        )
+                    header = _initialise(segment.buf, size, 1)
+            zone = cls(name, segment, lock, header, log)
+            zone._join()
+        except LockError as err:
+            segment.close()
+            raise ZoneError(f'could not create shared zone "{name}": {err}') from err
         return zone
 
     def _join(self, replacing: int = 0) -> None:
@@ -194,11 +213,10 @@ class Zone:
             if others and header.owner == me:
                 header.owner = others[-1]
             header.write(self.segment.buf)
-        if others:
-            return False
-        self.segment.unlink()
-        self.lock.remove()
-        return True
+        if not others:
+            self.segment.unlink()
+        self.segment.close()
+        return not others
 
     def _checked(self) -> Header:
         """The header, re-initialised (and logged) if it is corrupt. Call under the lock."""
@@ -208,7 +226,6 @@ class Zone:
             header = _initialise(
                 self.segment.buf,
                 self.segment.size,
-                self.lock.key,
                 self.header.generation + 1,
                 masters=self.header.masters,
             )
@@ -219,6 +236,22 @@ class Zone:
         if self.ring.reset_count != resets:
             self.log.alert(f'shared zone "{self.name}" had a torn ring state, emptied it')
 
+    def _failed(self, op: str, err: Exception) -> None:
+        """``op`` could not take the lock: count it, and log it once per ``ERROR_INTERVAL``.
+
+        The caller then does without the zone (a miss, nothing stored): sessions do not
+        resume, which the line and ``mailgate_shm_errors_total`` make visible.
+        """
+        self.on_error(self.name, op)
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._reported < ERROR_INTERVAL:
+            return
+        self._reported = now
+        also = f", {self._failures - 1} more since the last report" if self._failures > 1 else ""
+        self._failures = 0
+        self.log.alert(f'shared zone "{self.name}" {op} failed: {err}{also}')
+
     # -- sessions -----------------------------------------------------------------------
 
     def lookup(self, sid: bytes, now: int | None = None) -> bytes | None:
@@ -228,8 +261,9 @@ class Zone:
             with self.lock:
                 self._checked()
                 der = self.ring.lookup(sid, int(time.time()) if now is None else now)
-        except LockError:
-            return None  # released at stop: every connection still open gets a miss
+        except LockError as err:
+            self._failed("lookup", err)
+            return None
         self._after(resets)
         return der
 
@@ -249,7 +283,8 @@ class Zone:
                         values[5] = now
                         layout.STATS.pack_into(self.segment.buf, layout.STATS_AT, *values)
                         warn = True
-        except LockError:
+        except LockError as err:
+            self._failed("store", err)
             return False
         self._after(resets)
         if warn:
@@ -265,7 +300,8 @@ class Zone:
             with self.lock:
                 self._checked()
                 return self.ring.remove(sid)
-        except LockError:
+        except LockError as err:
+            self._failed("remove", err)
             return False
 
     def stats(self) -> session_ring.Stats:
@@ -283,18 +319,24 @@ class Zone:
                 self._checked()
                 stats = self.ring.stats()
                 used = self.ring.used_bytes()
-        except LockError:
+        except LockError as err:
+            self._failed("usage", err)
             return 0, 0
         return max(0, stats.stores - stats.evictions - stats.removes), used
 
     # -- ticket keys --------------------------------------------------------------------
 
-    def ticket_keys(self, now: int, timeout: int) -> list[ticket_keys.SharedKey]:
-        """The current, previous and next ticket keys, rotated as of ``now``."""
-        with self.lock:
-            self._checked()
-            before = ticket_keys.read(self.segment.buf)
-            keys, torn = ticket_keys.rotate(self.segment.buf, now, timeout)
+    def ticket_keys(self, now: int, timeout: int) -> list[ticket_keys.SharedKey] | None:
+        """The current, previous and next ticket keys, rotated as of ``now``; None when the
+        lock cannot be taken (counted and logged)."""
+        try:
+            with self.lock:
+                self._checked()
+                before = ticket_keys.read(self.segment.buf)
+                keys, torn = ticket_keys.rotate(self.segment.buf, now, timeout)
+        except LockError as err:
+            self._failed("ticket_keys", err)
+            return None
         if before is not None and before[0].expire and before[0].name != keys[0].name:
             self.rotations += 1  # this process rotated them (under the lock: exactly one does)
         if torn:
@@ -305,7 +347,6 @@ class Zone:
 def _initialise(
     buf: session_ring.Buffer,
     size: int,
-    sem_key: int,
     generation: int,
     masters: list[int] | None = None,
 ) -> Header:
@@ -314,7 +355,7 @@ def _initialise(
     session_ring.initialise(buf, data_offset, capacity, buckets)
     header = Header(
         size,
-        sem_key,
+        0,
         generation,
         os.getpid(),
         data_offset,
@@ -350,8 +391,8 @@ class Registry:
         # Segments of this instance that no configured zone uses: left by a crashed master,
         # or by a size since changed. A live master's (an upgrade in progress) are left alone.
         for name in instance_segments(self.instance):
-            if name not in keep and remove_orphan(name):
-                self.log.notice(f"removed shared memory {name} left by an exited master process")
+            if name not in keep and (why := remove_orphan(name)) is not None:
+                self.log.notice(f"removed shared memory {name} {why}")
 
     def zone(self, name: str, size: int) -> Zone:
         """The zone ``name`` of ``size`` bytes, attached on first use."""
@@ -389,19 +430,23 @@ class Registry:
                 self.log.alert(f'could not release shared zone "{zone.name}": {err!r}')
 
 
-def remove_orphan(name: str) -> bool:
-    """Unlink segment ``name`` and its semaphore if no master that used it is alive."""
-    try:
-        found = Segment.open(name, os.stat(SHM_DIR + name).st_size)
-    except (SegmentError, OSError):
-        return False
-    header = Header.read(found.buf, found.size)
-    if header is not None and any(_alive(pid) for pid in header.masters):
-        return False
-    if header is not None and (lock := Lock.open(header.sem_key)) is not None:
-        lock.remove()
+def remove_orphan(name: str) -> str | None:
+    """Unlink segment ``name`` if no master that used it is alive; returns why, or None.
+
+    One that is not ours (another account made it, see ``segment.py``) is unlinked unread.
+    Nothing else is removed: no semaphore, nothing a header names.
+    """
+    found = peek(name, layout.HEADER_SIZE)
+    if found is None:
+        return None
+    head, info = found
+    why = foreign(info)
+    if why is None:
+        header = Header.read(head, info.st_size) if len(head) == layout.HEADER_SIZE else None
+        if header is not None and any(_alive(pid) for pid in header.masters):
+            return None
     unlink(name)
-    return True
+    return "left by an exited master process" if why is None else f"{why}, not ours"
 
 
 registry = Registry()

@@ -22,6 +22,7 @@ Metric names (all counters end in ``_total`` on the wire):
     mailgate_ssl_session_cache_entries{zone}, _bytes{zone}           gauge, mostrecent
     mailgate_ssl_ticket_key_rotations_total{zone}
     mailgate_ssl_tickets_previous_key_total{zone}
+    mailgate_shm_errors_total{zone,op}                  op lookup|store|remove|usage|ticket_keys
     mailgate_auth_http_requests_total{outcome}                       ok|fail|wait|invalid|error
     mailgate_auth_http_duration_seconds                              histogram
     mailgate_logins_total{protocol,mechanism,outcome}                ok|failed|error
@@ -116,6 +117,11 @@ class Families:
             "mailgate_ssl_tickets_previous_key",
             "Session tickets accepted under a previous (not the current) key.",
             zone,
+        )
+        self.shm_errors = counter(
+            "mailgate_shm_errors",
+            "Shared zone operations that failed (the zone's lock could not be taken).",
+            ("zone", "op"),
         )
         self.auth_requests = counter(
             "mailgate_auth_http_requests", "auth_http requests by outcome.", ("outcome",)
@@ -442,6 +448,11 @@ def ticket_key_rotated(zone: str) -> None:
 def ticket_previous_key(zone: str) -> None:
     """A ticket sealed under a previous key was accepted (and renewed)."""
     _zone("previous_key", zone).inc()
+
+
+def shm_error(zone: str, op: str) -> None:
+    """An operation ``op`` on shared zone ``zone`` failed (written at once: it is rare)."""
+    families().shm_errors.labels(zone, op).inc()
 
 
 # -- process lifecycle (called by the master and the worker) ---------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import setproctitle
 
-from mailgate.config import model
+from mailgate.config import core, model
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import Loop, drain
 from mailgate.worker.session import SessionFactory
@@ -116,8 +116,35 @@ def _lacks_nodelay(listener: socket.socket) -> bool:
         return True
 
 
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 class WorkerBootError(Exception):
     """The worker cannot become a worker (user, group); the master must not respawn it."""
+
+
+def worker_ids(main: model.MainConfig) -> tuple[str, int, int] | None:
+    """``(user name, uid, gid)`` the workers run as, or None when they keep the master's.
+
+    ``user``, or nobody when the master is root (:func:`mailgate.config.core.worker_user`);
+    what the master hands files to, if it must (log files on reopen, as nginx).
+    Raises :class:`WorkerBootError` when the user or group does not exist.
+    """
+    wanted = core.worker_user(main.user, os.geteuid(), _group_exists)
+    if wanted is None:
+        return None
+    user, group = wanted
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+        gid = grp.getgrnam(group or user).gr_gid
+    except KeyError as err:
+        raise WorkerBootError(f'getpwnam/getgrnam("{err.args[0]}") failed') from err
+    return user, uid, gid
 
 
 class Worker:
@@ -258,15 +285,11 @@ class Worker:
             self.log.alert(f"setrlimit(RLIMIT_NOFILE, {limit}) failed ({err})")
 
     def _drop_privileges(self) -> None:
-        # Only root can switch users; nginx silently keeps the user otherwise.
-        if self.config.main.user is None or os.geteuid() != 0:
+        # Before run(): a worker never accepts a connection with the master's privileges.
+        ids = worker_ids(self.config.main)
+        if ids is None:
             return
-        user, group = self.config.main.user
-        try:
-            uid = pwd.getpwnam(user).pw_uid
-            gid = grp.getgrnam(group or user).gr_gid
-        except KeyError as err:
-            raise WorkerBootError(f'getpwnam/getgrnam("{err.args[0]}") failed') from err
+        user, uid, gid = ids
         try:
             os.setgid(gid)
             os.initgroups(user, gid)

@@ -30,6 +30,7 @@ def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
     """Keep the sessions of ``ctx`` in ``zone``; OpenSSL's own cache only with ``builtin``."""
     ffi, ssl_lib, _ = libssl.native()
     cache = server.ssl_session_cache
+    zone.on_error = metrics.shm_error  # a failed lock is counted, not only logged
     if cache.builtin:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
         ssl_lib.SSL_CTX_ctrl(

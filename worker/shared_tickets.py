@@ -33,10 +33,15 @@ class SharedKeys:
         self._native: dict[bytes, ticket_keys.NativeKey] = {}
 
     def current(self, now: int, force: bool = False) -> list[SharedKey]:
+        """The keys, synced with the zone when due; this copy (maybe none) if the zone's lock
+        fails (the zone logs and counts that)."""
         keys = self.keys
         if force or not keys or keys[0].expire < now + self.timeout or keys[1].expire < now:
             rotations = self.zone.rotations
-            keys = self.keys = self.zone.ticket_keys(now, self.timeout)
+            synced = self.zone.ticket_keys(now, self.timeout)
+            if synced is None:
+                return keys
+            keys = self.keys = synced
             for _ in range(self.zone.rotations - rotations):
                 metrics.ticket_key_rotated(self.zone.name)
             names = {key.name for key in keys}
@@ -64,6 +69,7 @@ class SharedKeys:
 def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
     """Seal and open the tickets of ``ctx`` with the zone's keys."""
     ssl_lib = libssl.native()[1]
+    zone.on_error = metrics.shm_error
     keys, callback = _callback(zone, timeout)
     if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
         raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
@@ -76,8 +82,9 @@ def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
 def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
     keys = SharedKeys(zone, timeout)
 
-    def sealing() -> ticket_keys.NativeKey:
-        return keys.native(keys.current(int(clock()))[0])
+    def sealing() -> ticket_keys.NativeKey | None:
+        current = keys.current(int(clock()))
+        return keys.native(current[0]) if current else None
 
     def find(name: bytes) -> tuple[int, ticket_keys.NativeKey] | None:
         i = keys.find(name, int(clock()))

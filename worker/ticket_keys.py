@@ -97,21 +97,24 @@ def native_key(key: TicketKey) -> NativeKey:
 
 
 def ticket_callback(
-    sealing: Callable[[], NativeKey],
+    sealing: Callable[[], NativeKey | None],
     find: Callable[[bytes], tuple[int, NativeKey] | None],
     older: Callable[[int], None],
 ) -> Any:
     """The cffi callback for ``SSL_CTX_set_tlsext_ticket_key_evp_cb``.
 
-    New tickets are sealed with ``sealing()``; a ticket is opened with the key ``find`` names
-    by the ticket's key name (its index 0 is the sealing key). A ticket opened with another
-    key is renewed, and ``older(index)`` is told; under TLS 1.3 every ticket is renewed, as
-    nginx does. An exception inside means "no ticket": a full handshake, never a crash.
+    New tickets are sealed with ``sealing()`` (None: issue no ticket); a ticket is opened with
+    the key ``find`` names by the ticket's key name (its index 0 is the sealing key). A ticket
+    opened with another key is renewed, and ``older(index)`` is told; under TLS 1.3 every
+    ticket is renewed, as nginx does. An exception inside means "no ticket": a full handshake,
+    never a crash.
     """
     ffi, ssl_lib, crypto = libssl.native()
 
     def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
         key = sealing()
+        if key is None:
+            return _NO_TICKET
         if crypto.RAND_bytes(iv, IV_SIZE) != 1:
             return -1
         if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:

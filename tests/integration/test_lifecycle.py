@@ -124,7 +124,9 @@ def test_without_shutdown_timeout_the_old_worker_waits_for_its_session(
 def test_usr1_after_moving_the_log_sends_new_lines_to_the_new_file(
     gate: Callable[..., Gate],
 ) -> None:
-    g = gate()
+    # Workers reopen the log themselves, in pytest's folder that only root may enter; as root
+    # the default user would be nobody (who could not), so they keep root here.
+    g = gate(main="user root;" if os.geteuid() == 0 else "")
     rotated = g.master.log_path.with_name("rotated.log")
     g.master.log_path.rename(rotated)
     g.master.signal(signal.SIGUSR1)
@@ -144,11 +146,37 @@ def test_user_runs_workers_unprivileged_with_keys_read_by_the_master(
     key.write_bytes(tls_files.key.read_bytes())
     key.chmod(0o600)
     g = gate(main="user nobody nogroup;", tls=TlsFiles(tls_files.cert, key, tls_files.ca))
-    for pid in g.master.workers():
-        assert _ids(pid, "Uid") == _ids(pid, "Gid") == [65534] * 4
+    # A worker is counted from its fork on, and drops privileges a moment later.
+    assert wait_until(lambda: all(_dropped(pid) for pid in g.master.workers())), g.master.log()
     assert _ids(g.master.pid, "Uid") == [0] * 4
     greet(g.tls_port, g.tls())
     imap_round(g.master.port)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can switch users")
+def test_a_worker_serves_its_first_connection_already_unprivileged(
+    mailgate: Callable[..., Master],
+) -> None:
+    master = mailgate(main="user nobody nogroup;", workers=1, wait=False)
+    assert wait_until(lambda: master.pid_path.exists() and master.pid_path.read_text().strip())
+    with LineClient(master.port, timeout=10) as client:  # queued until the worker accepts
+        assert client.line() == GREETING
+        (worker,) = master.workers()
+        assert _dropped(worker)  # at once, no waiting: it could not have served before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can switch users")
+def test_a_root_master_without_user_runs_workers_as_nobody(
+    mailgate: Callable[..., Master],
+) -> None:
+    master = mailgate(workers=1)
+    assert wait_until(lambda: all(_dropped(pid) for pid in master.workers())), master.log()
+    assert _ids(master.pid, "Uid") == [0] * 4
+
+
+def _dropped(pid: int) -> bool:
+    """Every uid and gid of ``pid`` is nobody's (65534), as ``user nobody nogroup`` makes them."""
+    return _ids(pid, "Uid") == _ids(pid, "Gid") == [65534] * 4
 
 
 def _ids(pid: int, which: str) -> list[int]:

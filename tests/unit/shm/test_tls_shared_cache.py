@@ -13,7 +13,8 @@ from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.shm import zones
-from mailgate.worker import libssl, shared_tickets, tls
+from mailgate.shm.lock import Lock
+from mailgate.worker import libssl, metrics, shared_tickets, tls
 from tests.unit.tls.conftest import (
     Pki,
     client_context,
@@ -119,3 +120,17 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
     now[0] += 2 * TIMEOUT + 4  # two rotations later the first key is gone
     _, srv = handshake(one, client_context(max_version=SSL.TLS1_2_VERSION), old)
     assert not session_reused(srv)
+
+
+def test_a_zone_whose_lock_fails_counts_every_failed_lookup_and_store(pki: Pki) -> None:
+    server = shared(pki, ssl_session_tickets=False)
+    one, other = tls.build_context(server), tls.build_context(server)
+    zone = zone_of(server)
+    failed = metrics.families().shm_errors
+    with open("/dev/null", "rb") as read_only:
+        zone.lock = Lock(read_only.fileno())
+        ok, _ = resumed(one, other, max_version=SSL.TLS1_2_VERSION)
+    zone.lock = Lock(zone.segment.fd)
+    assert not ok  # the lookup failed: a full handshake, which stored (failed) again
+    assert failed.labels(zone.name, "lookup")._value.get() == 1
+    assert failed.labels(zone.name, "store")._value.get() == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.shm import layout, segment
+from mailgate.shm.lock import Lock
 from mailgate.shm.zones import Header, Registry, Zone
 from tests.unit.shm.conftest import log_lines
 
@@ -154,6 +155,69 @@ def test_a_worker_killed_holding_the_lock_does_not_wedge_the_others(
     assert zone.store(b"i" * 32, b"der", 300)
     assert zone.lookup(b"i" * 32) == b"der"
     assert time.monotonic() - started < 1.0
+
+
+def test_a_lock_that_cannot_be_taken_is_a_miss_counted_each_time_and_logged_once(
+    registry: Registry,
+) -> None:
+    zone = registry.zone("SSL", SIZE)
+    failures: list[tuple[str, str]] = []
+    zone.on_error = lambda name, op: failures.append((name, op))
+    with open(os.devnull, "rb") as read_only:  # a write lock needs a descriptor open to write
+        zone.lock = Lock(read_only.fileno())
+        assert zone.lookup(b"i" * 32) is None
+        assert zone.lookup(b"i" * 32) is None
+        assert not zone.store(b"i" * 32, b"der", 300)
+        assert zone.ticket_keys(NOW, 300) is None
+    zone.lock = Lock(zone.segment.fd)
+    assert failures == [
+        ("SSL", "lookup"),
+        ("SSL", "lookup"),
+        ("SSL", "store"),
+        ("SSL", "ticket_keys"),
+    ]
+    lines = [message for _, message in log_lines(registry) if "failed" in message]
+    assert lines == [
+        'shared zone "SSL" lookup failed: fcntl(F_SETLKW) failed (9: Bad file descriptor)'
+    ]
+
+
+def test_the_segment_is_the_masters_alone(registry: Registry) -> None:
+    info = shm_path(registry.zone("SSL", SIZE)).stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (os.geteuid(), 0o600)
+
+
+def planted(registry: Registry) -> Path:
+    return Path(segment.SHM_DIR + segment.segment_name(registry.instance, "SSL", SIZE))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another account")
+def test_a_segment_of_another_account_under_the_zone_name_is_replaced_and_logged(
+    registry: Registry,
+) -> None:
+    path = planted(registry)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    os.fchown(fd, 65534, 65534)
+    os.fchmod(fd, 0o666)
+    zone = registry.zone("SSL", SIZE)
+    zone.store(b"i" * 32, b"secret", 300)
+    assert os.fstat(fd).st_nlink == 0 and os.pread(fd, 64, 0) == b""  # theirs: unlinked, empty
+    os.close(fd)
+    assert (
+        "alert",
+        f"shared memory {zone.segment.name} was owned by uid 65534 with mode 0666, not by uid 0 "
+        'with mode 0600: removed it and made a new one for shared zone "SSL"',
+    ) in log_lines(registry)
+
+
+def test_a_symbolic_link_under_the_zone_name_is_removed_not_followed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    planted(registry).symlink_to(target)
+    zone = registry.zone("SSL", SIZE)
+    assert not shm_path(zone).is_symlink() and target.read_bytes() == b"keep"
 
 
 def _store_forever(zone: Zone, seed: int) -> None:
