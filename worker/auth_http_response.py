@@ -190,7 +190,10 @@ class AuthResponseParser:
     def __init__(self, request: AuthRequest, peer_name: str) -> None:
         self._protocol = request.protocol
         self._peer = peer_name
-        kept_password = None if request.sends_salt else request.password
+        # nginx has no password after a salted method (it clears it) or after EXTERNAL (none
+        # was given): only Auth-Pass can provide one then.
+        no_password = request.sends_salt or request.method == "external"
+        kept_password = None if no_password else request.password
         self._answer = _Answer(user=request.user, password=kept_password)
         self._buffer = bytearray()
         self._pos = -1  # start of the first unparsed header line; -1 while in the status line

@@ -441,7 +441,9 @@ class SmtpBackendLogin(BackendLogin):
         self._greeting_reply = reply
 
     def _auth_steps(self) -> list[Step] | Failed:
-        if self._password is None:
+        # An empty password (EXTERNAL, or AUTH PLAIN with none) would only be refused by the
+        # backend: nginx sends none either ("no password available", 451).
+        if not self._password:
             return Failed(
                 INTERNAL_SERVER_ERROR[Protocol.SMTP], LogLine("error", "no password available")
             )

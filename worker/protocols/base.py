@@ -296,13 +296,20 @@ class MailMachine(abc.ABC, Generic[StateT]):
         """The ``*_auth`` methods this protocol accepts."""
 
     def _credentials(self, method: str, user: bytes, password: bytes) -> Credentials:
-        salted = method in ("apop", "cram-md5")
+        if method in ("apop", "cram-md5"):
+            salt: bytes | None = self.salt
+        elif method == "external":
+            # nginx sends the session's salt with EXTERNAL too, once one exists (a POP3
+            # greeting with APOP, an earlier CRAM-MD5 challenge); it never makes one for it.
+            salt = self._salt
+        else:
+            salt = None
         return Credentials(
             method=method,
             user=user,
             password=password,
             attempt=self.login_attempt,
-            salt=self.salt if salted else None,
+            salt=salt,
         )
 
     @property

@@ -343,11 +343,13 @@ def test_smtp_auth_login_when_the_backend_offers_only_login() -> None:
     ]
 
 
-def test_smtp_auth_without_password_is_an_internal_error() -> None:
+@pytest.mark.parametrize("password", [None, b""], ids=["none", "empty"])
+def test_smtp_auth_without_password_is_an_internal_error(password: bytes | None) -> None:
     events = transcript(
-        smtp(xclient=False, proxy_smtp_auth=True, password=None), b"220 hi\r\n", EHLO_REPLY
+        smtp(xclient=False, proxy_smtp_auth=True, password=password), b"220 hi\r\n", EHLO_REPLY
     )
     assert events[-1] == Failed(SMTP_ERROR, LogLine("error", "no password available"))
+    assert not [event for event in events if isinstance(event, Send) and b"AUTH" in event.data]
 
 
 def test_smtp_rejected_auth_passes_the_backend_reply_when_asked() -> None:
