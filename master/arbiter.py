@@ -35,7 +35,9 @@ from mailgate.worker.process import (
 
 FAST_STOP_FIRST_DELAY = 0.05  # nginx re-sends TERM after 50 ms, doubling ...
 FAST_STOP_KILL_AFTER = 1.0  # ... and sends SIGKILL once the delay passes 1 s
-QUICK_DEATH = 1.0  # a worker dying sooner than this after start is respawned with back-off
+# A worker that exits by itself (not on a signal) sooner than this after its fork failed to
+# boot: it is respawned with a back-off. Any other death is respawned at once, as nginx does.
+QUICK_DEATH = 1.0
 RESPAWN_FIRST_DELAY = 0.1
 RESPAWN_MAX_DELAY = 10.0
 IDLE_WAIT = 1.0
@@ -404,7 +406,7 @@ class Arbiter:
                 self.exit_code = 1
                 self._begin_fast_stop()
                 continue
-            self._plan_respawn(record)
+            self._plan_respawn(record, status)
 
     def _new_binary_exited(self, pid: int, status: int) -> None:
         # The upgrade is over without us being replaced: take the pid file back and, if
@@ -424,9 +426,18 @@ class Arbiter:
         else:
             self.log.notice(f"{name} {pid} exited with code {os.WEXITSTATUS(status)}")
 
-    def _plan_respawn(self, record: WorkerRecord) -> None:
+    def _plan_respawn(self, record: WorkerRecord, status: int) -> None:
+        """Respawn at once, or back off if the worker looks unable to boot.
+
+        A worker killed by a signal (an OOM kill, an admin's ``kill -9``, a crash) is replaced
+        at once, however young: backing off would leave the listeners with no worker while
+        clients wait in the backlog. Only a worker that exited by itself right after its fork
+        failed in its own start-up, and would fail again: that one is delayed, doubling.
+        """
         worker_metrics.worker_restarted()
         now = time.monotonic()
+        if os.WIFSIGNALED(status):
+            return
         if now - record.started >= QUICK_DEATH:
             self.respawn_delay = 0.0
             return
@@ -436,8 +447,8 @@ class Arbiter:
         )
         self._respawn_at = now + self.respawn_delay
         self.log.alert(
-            f"worker process {record.pid} exited within {QUICK_DEATH:g}s of its start, "
-            f"respawning in {self.respawn_delay:g}s"
+            f"worker process {record.pid} exited with code {os.WEXITSTATUS(status)} within "
+            f"{QUICK_DEATH:g}s of its start, respawning in {self.respawn_delay:g}s"
         )
 
     def _signal_workers(self, signo: signal.Signals) -> None:
