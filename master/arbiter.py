@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from types import FrameType
 
 from mailgate.config import model
-from mailgate.master import environment, generation, signals, upgrade
+from mailgate.master import environment, files, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
-from mailgate.master.log import ErrorLog, os_error
+from mailgate.master.log import ErrorLog, LogOpenError, os_error
 from mailgate.master.metrics import MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
 from mailgate.worker import metrics as worker_metrics
@@ -237,16 +237,22 @@ class Arbiter:
         workers start, and only then are the old ones told to QUIT, so every moment has
         workers accepting on every kept socket.
         """
+        new_log: ErrorLog | None = None
         try:
             config, contexts = self.reload()
+            if config.main.error_log != self.config.main.error_log:
+                new_log, notes = self.log.successor(config.main.error_log)
             new = generation.prepare(config, contexts, self.log, previous=self.current)
-        except (ReloadError, generation.PrepareError) as err:
+        except (ReloadError, LogOpenError, generation.PrepareError) as err:
+            if new_log is not None:
+                new_log.close()
             self.log.emerg(str(err))
             self.log.alert("reload failed, the old configuration keeps running")
             worker_metrics.reload_done(False)
             return
-        if config.main.error_log != self.config.main.error_log:
-            for note in self.log.retarget(config.main.error_log):
+        if new_log is not None:
+            self.log.adopt(new_log)
+            for note in notes:
                 self.log.warn(note)
         for warning in config.warnings:
             self.log.warn(warning)
@@ -264,9 +270,17 @@ class Arbiter:
         self._quit_old_generations()
 
     def handle_usr1(self) -> None:
-        """Reopen the error log here and in every worker (log rotation)."""
+        """Reopen the logs here and in every worker (log rotation).
+
+        As nginx: the master, still root, reopens every log file first and hands it to the
+        workers' user, so the workers can reopen files a rotation created root-owned.
+        """
         self.log.notice(signals.received(signal.SIGUSR1))
-        self.log.reopen()
+        owner = files.worker_uid(self.config)
+        self.log.reopen(owner)
+        if owner is not None:
+            for error in files.hand_over_access_logs(self.config, owner):
+                self.log.alert(error)
         self._signal_workers(signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
