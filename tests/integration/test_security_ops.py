@@ -81,6 +81,8 @@ mail {{{{
         assert wait_until(lambda: f"{worker}#0: " in error_log.read_text()), old_error.read_text()
         assert wait_until(lambda: access_log.stat().st_size > 0), old_error.read_text()
         assert "failed (13: Permission denied)" not in old_error.read_text()
+        assert "reason=quit" in old_access.read_text()  # the session before the rotation
+        assert len(access_log.read_text().splitlines()) == 1  # and only the one after it here
         for path in (error_log, access_log):
             info = path.stat()  # nginx's hand-over: the workers' user, the group kept
             assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (
