@@ -21,7 +21,7 @@ from mailgate.master import environment, files, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
-from mailgate.master.metrics import MetricsError, MetricsServer, mark_dead
+from mailgate.master.metrics import ENV, MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import drain
@@ -257,6 +257,9 @@ class Arbiter:
         for warning in config.warnings:
             self.log.warn(warning)
         try:
+            if config.main.metrics_listen is not None and ENV not in os.environ:
+                # Every process already counts in memory (prometheus_client chose at import).
+                raise MetricsError("metrics_listen was off at start, a restart turns it on")
             self.metrics.configure(config.main.metrics_listen)
         except MetricsError as err:
             self.log.alert(f"{err}, the metrics endpoint is unchanged")

@@ -82,6 +82,7 @@ def start(
     log.console = False
     _log_start(log)
     zones.started(log)
+    arbiter: Arbiter | None = None
     try:
         if not config.main.master_process:
             return _run_single(config, first.listeners, log, contexts)
@@ -99,6 +100,8 @@ def start(
         return arbiter.run()
     finally:
         metrics_server.stop()
+        if arbiter is None or not arbiter.upgrading:
+            master_metrics.release_directory()  # a new binary's workers still write there
         zones.release()  # cold stop: unlink the shared zones unless a new master took them
         if pid is not None:
             pid.remove()

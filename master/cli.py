@@ -39,10 +39,10 @@ class Paths:
     def parse(self) -> model.Config:
         return loader.load(self.conf, prefix=self.prefix, extra=self.directives)
 
-    def build(self) -> Generation:
-        """Parse, check the user and access logs, check the libssl, build TLS contexts;
-        raises on the first error."""
-        config = self.parse()
+    def build(self, config: model.Config | None = None) -> Generation:
+        """Parse (unless given ``config``), check the user and access logs, check the
+        libssl, build TLS contexts; raises on the first error."""
+        config = config or self.parse()
         files.check(config)
         libssl.check()
         # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
@@ -93,12 +93,13 @@ def _run(opts: options.Options, paths: Paths, early: ErrorLog) -> int:
     from mailgate.master import metrics as master_metrics
 
     try:
+        config = paths.parse()
         # Before anything imports prometheus_client: its value class is chosen at import.
-        master_metrics.prepare_environment(paths.conf, paths.prefix)
-    except master_metrics.MetricsError as err:
+        master_metrics.prepare_environment(config.main.metrics_listen, files.worker_uid(config))
+    except (ConfigError, master_metrics.MetricsError) as err:
         early.emerg(str(err))
         return 1
-    generation = _build(paths, early)
+    generation = _build(paths, early, config)
     if generation is None:
         return 1
     config, contexts = generation
@@ -165,9 +166,9 @@ def send_signal(paths: Paths, action: str, log: ErrorLog) -> int:
     return 0
 
 
-def _build(paths: Paths, log: ErrorLog) -> Generation | None:
+def _build(paths: Paths, log: ErrorLog, parsed: model.Config | None = None) -> Generation | None:
     try:
-        config, contexts = paths.build()
+        config, contexts = paths.build(parsed)
     except _BUILD_ERRORS as err:
         log.emerg(str(err))
         return None
