@@ -25,7 +25,13 @@ PY_STAMP := $(VENV)/.py-stamp
 
 .PHONY: install test lint typecheck run demo-stop clean wheel-check demo-cert bench hotpath
 
+# The default error_log is /var/log/mailgate/error.log: without its folder a configuration that
+# names no error_log cannot start. 0755 so the unprivileged workers can reopen their logs there.
+LOG_DIR := /var/log/mailgate
+
 install: $(PY_STAMP)
+	@if [ "$$(id -u)" = 0 ]; then install -d -m 0755 $(LOG_DIR); \
+	elif [ ! -d $(LOG_DIR) ]; then echo "note: run as root to create $(LOG_DIR)"; fi
 
 # apt-get runs only when a package is missing, so a second `make install` is silent and quick.
 define deb_install

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from mailgate.config import model
-from mailgate.master import environment, generation, signals, upgrade
+from mailgate.master import environment, files, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
-from mailgate.master.log import ErrorLog, os_error
-from mailgate.master.metrics import MetricsError, MetricsServer, mark_dead
+from mailgate.master.log import ErrorLog, LogOpenError, os_error
+from mailgate.master.metrics import ENV, MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.loop import drain
@@ -35,7 +35,9 @@ from mailgate.worker.process import (
 
 FAST_STOP_FIRST_DELAY = 0.05  # nginx re-sends TERM after 50 ms, doubling ...
 FAST_STOP_KILL_AFTER = 1.0  # ... and sends SIGKILL once the delay passes 1 s
-QUICK_DEATH = 1.0  # a worker dying sooner than this after start is respawned with back-off
+# A worker that exits by itself (not on a signal) sooner than this after its fork failed to
+# boot: it is respawned with a back-off. Any other death is respawned at once, as nginx does.
+QUICK_DEATH = 1.0
 RESPAWN_FIRST_DELAY = 0.1
 RESPAWN_MAX_DELAY = 10.0
 IDLE_WAIT = 1.0
@@ -235,20 +237,29 @@ class Arbiter:
         workers start, and only then are the old ones told to QUIT, so every moment has
         workers accepting on every kept socket.
         """
+        new_log: ErrorLog | None = None
         try:
             config, contexts = self.reload()
+            if config.main.error_log != self.config.main.error_log:
+                new_log, notes = self.log.successor(config.main.error_log)
             new = generation.prepare(config, contexts, self.log, previous=self.current)
-        except (ReloadError, generation.PrepareError) as err:
+        except (ReloadError, LogOpenError, generation.PrepareError) as err:
+            if new_log is not None:
+                new_log.close()
             self.log.emerg(str(err))
             self.log.alert("reload failed, the old configuration keeps running")
             worker_metrics.reload_done(False)
             return
-        if config.main.error_log != self.config.main.error_log:
-            for note in self.log.retarget(config.main.error_log):
+        if new_log is not None:
+            self.log.adopt(new_log)
+            for note in notes:
                 self.log.warn(note)
         for warning in config.warnings:
             self.log.warn(warning)
         try:
+            if config.main.metrics_listen is not None and ENV not in os.environ:
+                # Every process already counts in memory (prometheus_client chose at import).
+                raise MetricsError("metrics_listen was off at start, a restart turns it on")
             self.metrics.configure(config.main.metrics_listen)
         except MetricsError as err:
             self.log.alert(f"{err}, the metrics endpoint is unchanged")
@@ -262,9 +273,17 @@ class Arbiter:
         self._quit_old_generations()
 
     def handle_usr1(self) -> None:
-        """Reopen the error log here and in every worker (log rotation)."""
+        """Reopen the logs here and in every worker (log rotation).
+
+        As nginx: the master, still root, reopens every log file first and hands it to the
+        workers' user, so the workers can reopen files a rotation created root-owned.
+        """
         self.log.notice(signals.received(signal.SIGUSR1))
-        self.log.reopen()
+        owner = files.worker_uid(self.config)
+        self.log.reopen(owner)
+        if owner is not None:
+            for error in files.hand_over_access_logs(self.config, owner):
+                self.log.alert(error)
         self._signal_workers(signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
@@ -404,7 +423,7 @@ class Arbiter:
                 self.exit_code = 1
                 self._begin_fast_stop()
                 continue
-            self._plan_respawn(record)
+            self._plan_respawn(record, status)
 
     def _new_binary_exited(self, pid: int, status: int) -> None:
         # The upgrade is over without us being replaced: take the pid file back and, if
@@ -424,9 +443,18 @@ class Arbiter:
         else:
             self.log.notice(f"{name} {pid} exited with code {os.WEXITSTATUS(status)}")
 
-    def _plan_respawn(self, record: WorkerRecord) -> None:
+    def _plan_respawn(self, record: WorkerRecord, status: int) -> None:
+        """Respawn at once, or back off if the worker looks unable to boot.
+
+        A worker killed by a signal (an OOM kill, an admin's ``kill -9``, a crash) is replaced
+        at once, however young: backing off would leave the listeners with no worker while
+        clients wait in the backlog. Only a worker that exited by itself right after its fork
+        failed in its own start-up, and would fail again: that one is delayed, doubling.
+        """
         worker_metrics.worker_restarted()
         now = time.monotonic()
+        if os.WIFSIGNALED(status):
+            return
         if now - record.started >= QUICK_DEATH:
             self.respawn_delay = 0.0
             return
@@ -436,8 +464,8 @@ class Arbiter:
         )
         self._respawn_at = now + self.respawn_delay
         self.log.alert(
-            f"worker process {record.pid} exited within {QUICK_DEATH:g}s of its start, "
-            f"respawning in {self.respawn_delay:g}s"
+            f"worker process {record.pid} exited with code {os.WEXITSTATUS(status)} within "
+            f"{QUICK_DEATH:g}s of its start, respawning in {self.respawn_delay:g}s"
         )
 
     def _signal_workers(self, signo: signal.Signals) -> None:

@@ -16,7 +16,7 @@ from mailgate.config import model
 from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
 from mailgate.master import metrics as master_metrics
 from mailgate.master.arbiter import Arbiter, Reloader
-from mailgate.master.log import ErrorLog, os_error
+from mailgate.master.log import ErrorLog, LogOpenError, os_error
 from mailgate.master.pidfile import PidFile
 from mailgate.worker import metrics as worker_metrics
 from mailgate.worker.process import Listening, Worker
@@ -27,15 +27,22 @@ def start(
     contexts: Mapping[int, object],
     *,
     reload: Reloader,
+    early: ErrorLog,
     early_log: str,
 ) -> int:
     """Run mailgate with ``config`` until it is stopped; returns the process exit code.
 
     Started by an upgrading master (``MAILGATE_FDS`` set), mailgate takes over the inherited
     listeners, binds only what they lack, stays in the foreground (its parent is the old
-    master, not a terminal) and writes the pid file the old master moved aside.
+    master, not a terminal) and writes the pid file the old master moved aside. ``early``
+    is the log of the command line (``-e``, or the terminal): it reports an error log that
+    cannot be opened.
     """
-    log, notes = ErrorLog.from_config(config.main.error_log, default=early_log)
+    try:
+        log, notes = ErrorLog.from_config(config.main.error_log, default=early_log)
+    except LogOpenError as err:
+        early.emerg(str(err))  # nginx: one line on the terminal, and exit 1
+        return 1
     for note in notes:
         log.warn(note)
     inherited = upgrade.inherited_sockets(os.environ, log)
@@ -75,6 +82,7 @@ def start(
     log.console = False
     _log_start(log)
     zones.started(log)
+    arbiter: Arbiter | None = None
     try:
         if not config.main.master_process:
             return _run_single(config, first.listeners, log, contexts)
@@ -92,6 +100,8 @@ def start(
         return arbiter.run()
     finally:
         metrics_server.stop()
+        if arbiter is None or not arbiter.upgrading:
+            master_metrics.release_directory()  # a new binary's workers still write there
         zones.release()  # cold stop: unlink the shared zones unless a new master took them
         if pid is not None:
             pid.remove()

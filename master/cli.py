@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
-from mailgate.master import about, options, pidfile, signals
-from mailgate.master.log import ErrorLog, Level, os_error
+from mailgate.master import about, files, options, pidfile, signals
+from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_line, os_error
 from mailgate.worker import libssl
 from mailgate.worker.tls_errors import TLSConfigError
 
@@ -39,9 +39,11 @@ class Paths:
     def parse(self) -> model.Config:
         return loader.load(self.conf, prefix=self.prefix, extra=self.directives)
 
-    def build(self) -> Generation:
-        """Parse, check the libssl, build TLS contexts; raises on the first error."""
-        config = self.parse()
+    def build(self, config: model.Config | None = None) -> Generation:
+        """Parse (unless given ``config``), check the user and access logs, check the
+        libssl, build TLS contexts; raises on the first error."""
+        config = config or self.parse()
+        files.check(config)
         libssl.check()
         # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
         # import, and the admin must see the check's message rather than a traceback.
@@ -52,7 +54,7 @@ class Paths:
         return config, dict(tls.build_contexts(config))
 
 
-_BUILD_ERRORS = (ConfigError, libssl.LibsslMismatch, TLSConfigError)
+_BUILD_ERRORS = (ConfigError, files.FileCheckError, libssl.LibsslMismatch, TLSConfigError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,20 +69,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not opts.test:
             return 0
     paths = Paths.from_options(opts)
-    early = ErrorLog([(opts.error_log, Level.NOTICE)] if opts.error_log else [])
+    try:
+        early = ErrorLog([(opts.error_log, Level.NOTICE)] if opts.error_log else [])
+    except LogOpenError as err:
+        _say_emerg(str(err))
+        if opts.test:
+            _say(f"configuration file {paths.conf} test failed")
+        return 1
+    try:
+        return _run(opts, paths, early)
+    except OSError as err:
+        # A last guard: whatever the checks above missed is still one line, not a traceback.
+        where = f' "{err.filename}"' if err.filename else ""
+        early.emerg(f"start-up failed{where} ({os_error(err)})")
+        return 1
+
+
+def _run(opts: options.Options, paths: Paths, early: ErrorLog) -> int:
     if opts.signal:
         return send_signal(paths, opts.signal, early)
     if opts.test:
-        return test(paths, early, quiet=opts.quiet, dump=opts.dump)
+        return test(paths, early, quiet=opts.quiet, dump=opts.dump, default_log=opts.error_log)
     from mailgate.master import metrics as master_metrics
 
     try:
+        config = paths.parse()
         # Before anything imports prometheus_client: its value class is chosen at import.
-        master_metrics.prepare_environment(paths.conf, paths.prefix)
-    except master_metrics.MetricsError as err:
+        master_metrics.prepare_environment(config.main.metrics_listen, files.worker_uid(config))
+    except (ConfigError, master_metrics.MetricsError) as err:
         early.emerg(str(err))
         return 1
-    generation = _build(paths, early)
+    generation = _build(paths, early, config)
     if generation is None:
         return 1
     config, contexts = generation
@@ -90,13 +109,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         config,
         contexts,
         reload=lambda: _rebuild(paths),
-        early_log=opts.error_log or "stderr",
+        early=early,
+        early_log=opts.error_log or STDERR,
     )
 
 
-def test(paths: Paths, log: ErrorLog, *, quiet: bool, dump: bool) -> int:
-    """``-t``/``-T``: check the configuration as a start would, print nginx's verdict."""
+def test(
+    paths: Paths, log: ErrorLog, *, quiet: bool, dump: bool, default_log: str | None = None
+) -> int:
+    """``-t``/``-T``: check the configuration as a start would, print nginx's verdict.
+
+    As ``nginx -t``, the error log is opened too (a missing folder fails the test); ports
+    are not bound and the pid file is not written.
+    """
     generation = _build(paths, log)
+    if generation is not None:
+        try:
+            ErrorLog.from_config(generation[0].main.error_log, default_log or STDERR)[0].close()
+        except LogOpenError as err:
+            log.emerg(str(err))
+            generation = None
     if generation is None:
         _say(f"configuration file {paths.conf} test failed")
         return 1
@@ -134,9 +166,9 @@ def send_signal(paths: Paths, action: str, log: ErrorLog) -> int:
     return 0
 
 
-def _build(paths: Paths, log: ErrorLog) -> Generation | None:
+def _build(paths: Paths, log: ErrorLog, parsed: model.Config | None = None) -> Generation | None:
     try:
-        config, contexts = paths.build()
+        config, contexts = paths.build(parsed)
     except _BUILD_ERRORS as err:
         log.emerg(str(err))
         return None
@@ -162,6 +194,11 @@ def _show_version(opts: options.Options) -> None:
     if opts.build:
         text += about.build_text()
     sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _say_emerg(message: str) -> None:
+    sys.stderr.write(console_line(Level.EMERG, message))
     sys.stderr.flush()
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailgate.config import model
+from mailgate.config import loader, model
 from mailgate.master.syslog import SyslogTarget
 from mailgate.worker.sansio import escape_controls
 
@@ -59,17 +59,46 @@ def console_line(level: Level, message: str) -> str:
     return f"mailgate: [{level.label}] {escape_controls(message)}\n"
 
 
+class LogOpenError(Exception):
+    """A log file cannot be opened; ``str()`` is nginx's ``open() "path" failed (...)``."""
+
+
+def open_log_file(path: str, owner: int | None = None) -> int:
+    """Open (or create, 0644) ``path`` for appending; raises :class:`LogOpenError`.
+
+    With ``owner`` (the master, as root, on USR1), the file is handed to the workers' user
+    the way nginx's ``ngx_reopen_files`` does: chowned to it, the group kept, and made
+    readable and writable by its owner. logrotate's ``create 0640 root adm`` then still
+    leaves a file the unprivileged workers can reopen; the group keeps its read access.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise LogOpenError(f'open() "{path}" failed ({os_error(err)})') from err
+    if owner is not None:
+        try:
+            info = os.fstat(fd)  # the file opened, not whatever the path names by now
+            if info.st_uid != owner:
+                os.fchown(fd, owner, -1)
+            if info.st_mode & 0o600 != 0o600:
+                os.fchmod(fd, (info.st_mode & 0o7777) | 0o600)
+        except OSError as err:
+            os.close(fd)
+            raise LogOpenError(f'chown() "{path}" failed ({os_error(err)})') from err
+    return fd
+
+
 @dataclass(slots=True)
 class _Target:
     path: str  # a file path, or STDERR
     level: Level
     fd: int = -1
 
-    def open(self) -> None:
+    def open(self, owner: int | None = None) -> None:
         if self.path == STDERR:
             self.fd = sys.stderr.fileno()
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_log_file(self.path, owner)
         self.close()
         self.fd = fd
 
@@ -83,7 +112,9 @@ class ErrorLog:
     """nginx's error log: several targets, each with a threshold, reopened on USR1."""
 
     def __init__(self, targets: Sequence[tuple[str, Level]] = ()) -> None:
-        """Open ``targets``; with none, only the startup console echo remains."""
+        """Open ``targets``; with none, only the startup console echo remains.
+
+        Raises :class:`LogOpenError` (nothing left open) if a file cannot be opened."""
         self._targets = [
             SyslogTarget(path, level) if path.startswith("syslog:") else _Target(path, level)
             for path, level in targets
@@ -93,7 +124,11 @@ class ErrorLog:
         # The most verbose threshold of any target: lines above it are dropped unformatted.
         self._most_verbose = max((target.level for target in self._targets), default=Level.EMERG)
         for target in self._targets:
-            target.open()
+            try:
+                target.open()
+            except LogOpenError:
+                self.close()
+                raise
 
     @classmethod
     def from_config(
@@ -101,11 +136,14 @@ class ErrorLog:
     ) -> tuple[ErrorLog, list[str]]:
         """The log for ``error_log`` directives, and warnings about targets not supported yet.
 
-        No ``error_log`` at all means ``default`` (the ``-e`` file, else stderr) at ``error``.
+        No ``error_log`` at all means the loader's default file, or ``default`` (the ``-e``
+        file) at ``error`` if one was given; an empty ``targets`` means ``default``.
         ``syslog:`` and ``memory:`` targets fall back to stderr for now.
         """
         chosen: list[tuple[str, Level]] = []
         warnings: list[str] = []
+        if default != STDERR and tuple(targets) == loader.DEFAULT_ERROR_LOG:
+            targets = ()  # the loader's stand-in for "no error_log": -e takes its place
         for target in targets or (model.LogTarget(default),):
             path = target.target
             if path.startswith("memory:"):
@@ -117,16 +155,21 @@ class ErrorLog:
         log._default = default
         return log, warnings
 
-    def retarget(self, targets: Sequence[model.LogTarget]) -> list[str]:
-        """Reload: write to the new generation's ``error_log`` targets from now on (nginx
-        opens the new configuration's logs on HUP); returns the same warnings as
-        :meth:`from_config`."""
+    def successor(self, targets: Sequence[model.LogTarget]) -> tuple[ErrorLog, list[str]]:
+        """Reload, first step: open the new generation's ``error_log`` targets (nginx opens
+        the new configuration's logs on HUP). Raises :class:`LogOpenError`; this log is
+        untouched either way, so a failed reload keeps logging where it did."""
         new, warnings = ErrorLog.from_config(targets, self._default)
+        new.console = self.console
+        return new, warnings
+
+    def adopt(self, new: ErrorLog) -> None:
+        """Reload, once committed: write to ``new``'s targets from now on, close ours."""
         old, self._targets = self._targets, new._targets
         self._most_verbose = new._most_verbose
+        new._targets = []
         for target in old:
             target.close()
-        return warnings
 
     @property
     def has_stderr(self) -> bool:
@@ -152,13 +195,18 @@ class ErrorLog:
         if self.console and level <= Level.WARN and not self.has_stderr:
             _write(sys.stderr.fileno(), console_line(level, message).encode("utf-8", "replace"))
 
-    def reopen(self) -> None:
-        """Reopen every file target (USR1), so rotated logs are let go of."""
+    def reopen(self, owner: int | None = None) -> None:
+        """Reopen every target (USR1), so rotated logs are let go of; a file that cannot
+        be reopened keeps its old descriptor and is reported. ``owner``: see
+        :func:`open_log_file` (the master passes the workers' uid)."""
         for target in self._targets:
             try:
-                target.open()
-            except OSError as err:
-                self.alert(f'open() "{target.path}" failed ({os_error(err)})')
+                if isinstance(target, SyslogTarget):
+                    target.open()
+                else:
+                    target.open(owner)
+            except LogOpenError as err:
+                self.alert(str(err))
 
     def close(self) -> None:
         """Close the file targets."""

@@ -8,10 +8,9 @@ slow or stuck scraper never delays the master's signal handling, nor a worker's 
 The master's part, in order:
 
 * :func:`prepare_environment` sets ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
-  prometheus_client. The directory is derived from the instance (prefix and configuration
-  path), so two instances never mix their numbers, and it is wiped only on a cold start: a
-  master started by USR2 (``MAILGATE_FDS`` set) keeps the old workers' counts, and so does a
-  second start of a running instance (it is about to fail on ``bind()`` anyway).
+  prometheus_client, only when ``metrics_listen`` is set: a fresh private folder
+  (``mkdtemp``, 0700, given to the workers' user), or the old master's on a binary upgrade.
+  With metrics off nothing is created. :func:`release_directory` removes it at a cold stop.
 * :class:`MetricsServer` binds ``metrics_listen`` in the master (so ``bind() failed`` is
   reported like any listener's), starts the process, restarts it if it dies, keeps it across
   a reload with the same address and replaces it when the address changes. The socket has
@@ -29,9 +28,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
-import http.server
+import http
 import os
+import selectors
+import shutil
 import signal
 import socket
 import stat
@@ -50,7 +50,9 @@ CHILD_FD = 3  # where the metrics process finds its listening socket
 BACKLOG = 64
 QUICK_DEATH = 1.0  # a metrics process dying sooner than this is not respawned
 STOP_WAIT = 1.0  # seconds between TERM and KILL when stopping it
-CLIENT_TIMEOUT = 10.0  # a scraper that stalls longer loses its connection
+CLIENT_TIMEOUT = 10.0  # seconds a scrape connection may last in all, however it drips
+MAX_SCRAPERS = 16  # connections served at once; more are closed at accept
+MAX_HEAD = 8192  # bytes of request line and headers
 PARENT_POLL = 0.5  # how often the metrics process checks that its master still runs
 METRICS_PATH = "/metrics"
 # Signals the master handles: the metrics process starts with their default actions.
@@ -79,44 +81,78 @@ class Log(Protocol):
 
 # -- the multiprocess directory ---------------------------------------------------------------
 
-
-def directory_for(conf: str, prefix: str) -> str:
-    """The instance's metrics directory: one per user, prefix and configuration file."""
-    digest = hashlib.sha256(f"{prefix}\0{conf}".encode("utf-8", "surrogateescape")).hexdigest()
-    name = f"mailgate-metrics-{os.geteuid()}-{digest[:16]}"
-    return os.path.join(tempfile.gettempdir(), name)
+PREFIX = "mailgate-metrics-"  # mkdtemp's prefix: a folder of ours, removed at a cold stop
+_created: str | None = None  # the folder this master made (or took over from its old master)
 
 
 def prepare_environment(
-    conf: str, prefix: str, environ: MutableMapping[str, str] = os.environ
-) -> str:
-    """Set ``PROMETHEUS_MULTIPROC_DIR`` for this instance; returns the directory.
+    listen: model.MetricsListen | None,
+    owner: int | None = None,
+    environ: MutableMapping[str, str] = os.environ,
+) -> str | None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` when metrics are on; returns the folder, or None.
 
     Must run before the first ``import prometheus_client`` in the master (the value class is
-    chosen at import). Wipes the directory on a cold start only. Raises ``MetricsError``.
+    chosen at import). With metrics off nothing is created and the variable is removed: every
+    process counts in memory. With metrics on the folder is a fresh ``mkdtemp`` (0700, a
+    random name nobody can take first), given to ``owner``, the workers' user, who writes
+    there. A folder already named in the environment is kept if it is private: the old
+    master's on a binary upgrade (``MAILGATE_FDS`` set; its workers still write there), or
+    one the admin chose (its old files are wiped on a cold start). Raises ``MetricsError``.
     """
+    global _created
     if "prometheus_client" in sys.modules:
         raise MetricsError(
             "prometheus_client was imported before the metrics directory was set: "
             "metrics would not be shared between processes"
         )
-    path = directory_for(conf, prefix)
-    _private_directory(path)
-    if UPGRADE_ENV not in environ and not _live_writers(path):
-        _wipe(path)
+    if listen is None:
+        environ.pop(ENV, None)
+        return None
+    path = environ.get(ENV)
+    if path:
+        _check_private(path, owner)
+        upgrade = UPGRADE_ENV in environ
+        if upgrade and _is_ours(path):
+            _created = path  # the old master's folder: ours to remove once it has gone
+        if not upgrade and not _live_writers(path):
+            _wipe(path)
+    else:
+        try:
+            path = _created = tempfile.mkdtemp(prefix=PREFIX)
+        except OSError as err:
+            raise MetricsError(f"mkdtemp() failed ({err.errno}: {err.strerror})") from err
+    if owner is not None:
+        try:
+            os.chown(path, owner, -1)
+        except OSError as err:
+            raise MetricsError(f'chown() "{path}" failed ({err.errno}: {err.strerror})') from err
     environ[ENV] = path
     return path
 
 
-def _private_directory(path: str) -> None:
+def release_directory() -> None:
+    """Cold stop: remove the folder this master made (not an admin's, not a new binary's)."""
+    global _created
+    if _created is not None:
+        shutil.rmtree(_created, ignore_errors=True)
+        _created = None
+
+
+def _is_ours(path: str) -> bool:
+    name = os.path.basename(path)
+    return os.path.dirname(path) == tempfile.gettempdir() and name.startswith(PREFIX)
+
+
+def _check_private(path: str, owner: int | None) -> None:
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
         info = os.lstat(path)
     except OSError as err:
-        raise MetricsError(f'mkdir() "{path}" failed ({err.errno}: {err.strerror})') from err
-    # The directory is in a shared /tmp: never follow a link or trust someone else's files.
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise MetricsError(f'"{path}" is not a directory owned by uid {os.geteuid()}')
+        raise MetricsError(f'stat() "{path}" failed ({err.errno}: {err.strerror})') from err
+    # Never follow a link or write where another user could plant or read files.
+    owners = {os.geteuid(), owner}
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners or info.st_mode & 0o077:
+        raise MetricsError(f'"{path}" ({ENV}) is not a private folder of mailgate\'s user')
 
 
 def _file_pid(name: str) -> int | None:
@@ -309,55 +345,131 @@ def scrape() -> bytes:
     return generate_latest(registry)
 
 
-class ScrapeHandler(http.server.BaseHTTPRequestHandler):
-    """``GET /metrics``; everything else is 404 or 405."""
-
-    server_version = "mailgate-metrics"
-    timeout = CLIENT_TIMEOUT
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != METRICS_PATH:
-            self._reply(404, b"not found\n", "text/plain")
-            return
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        try:
-            body = scrape()
-        except Exception as err:  # a damaged file must not end the process
-            sys.stderr.write(f"mailgate: metrics scrape failed: {err!r}\n")
-            self._reply(500, b"scrape failed\n", "text/plain")
-            return
-        self._reply(200, body, CONTENT_TYPE_LATEST)
-
-    def _reply(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # one line per scrape would flood stderr
+def _reply(code: int, body: bytes, content_type: str = "text/plain") -> bytes:
+    reason = http.HTTPStatus(code).phrase
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nServer: mailgate-metrics\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
-class ParentGone(Exception):
-    """The master exited: the metrics process must not outlive it."""
+def respond(head: bytes) -> bytes:
+    """The whole reply to a request whose head (request line and headers) is ``head``."""
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return _reply(400, b"bad request\n")
+    method, target = parts[0], parts[1]
+    if method != b"GET":
+        return _reply(405, b"method not allowed\n")
+    if target.split(b"?", 1)[0] != METRICS_PATH.encode():
+        return _reply(404, b"not found\n")
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    try:
+        body = scrape()
+    except Exception as err:  # a damaged file must not end the process
+        sys.stderr.write(f"mailgate: metrics scrape failed: {err!r}\n")
+        return _reply(500, b"scrape failed\n")
+    return _reply(200, body, CONTENT_TYPE_LATEST)
 
 
-class ScrapeServer(http.server.ThreadingHTTPServer):
-    """An HTTP server on an inherited, already listening socket; a thread per scrape."""
+class _Scraper:
+    """One scrape connection: the request head read so far, then the reply left to send."""
 
-    daemon_threads = True
+    __slots__ = ("deadline", "head", "out", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline  # fixed at accept: no drip of bytes can push it back
+        self.head = bytearray()
+        self.out: memoryview | None = None
+
+
+class ScrapeServer:
+    """The scrape endpoint on an inherited, already listening socket: one thread, one selector.
+
+    A thread per scrape (``ThreadingHTTPServer``) let anyone who reaches the port start as
+    many threads as it opened connections. Here each scraper costs a few hundred bytes, at
+    most ``MAX_SCRAPERS`` are served at once (more are closed at accept), a request head is
+    capped at ``MAX_HEAD`` bytes, and each connection has ``CLIENT_TIMEOUT`` seconds in all.
+    """
 
     def __init__(self, sock: socket.socket, parent: int) -> None:
-        super().__init__(sock.getsockname()[:2], ScrapeHandler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
+        sock.setblocking(False)
+        self.sock = sock
         self.parent = parent
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ, None)
+        self.scrapers: dict[int, _Scraper] = {}
 
-    def service_actions(self) -> None:
-        if os.getppid() != self.parent:
-            raise ParentGone
+    def serve_forever(self) -> None:
+        """Serve until the master is gone (checked every ``PARENT_POLL`` seconds)."""
+        while os.getppid() == self.parent:
+            for key, _mask in self.selector.select(PARENT_POLL):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._step(key.data)
+            now = time.monotonic()
+            for scraper in [s for s in self.scrapers.values() if s.deadline <= now]:
+                self._close(scraper)
+
+    def server_close(self) -> None:
+        for scraper in list(self.scrapers.values()):
+            self._close(scraper)
+        self.selector.close()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        try:
+            conn, _peer = self.sock.accept()
+        except OSError:
+            return  # gone before we took it, or EAGAIN; the cap keeps us far from EMFILE
+        if len(self.scrapers) >= MAX_SCRAPERS:
+            conn.close()
+            return
+        conn.setblocking(False)
+        scraper = _Scraper(conn, time.monotonic() + CLIENT_TIMEOUT)
+        self.scrapers[conn.fileno()] = scraper
+        self.selector.register(conn, selectors.EVENT_READ, scraper)
+
+    def _step(self, scraper: _Scraper) -> None:
+        try:
+            if scraper.out is None:
+                self._read(scraper)
+            if scraper.out is not None:
+                sent = scraper.sock.send(scraper.out)
+                scraper.out = scraper.out[sent:]
+                if not scraper.out:
+                    self._close(scraper)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(scraper)
+
+    def _read(self, scraper: _Scraper) -> None:
+        data = scraper.sock.recv(4096)
+        if not data:
+            self._close(scraper)
+            return
+        scraper.head += data
+        end = scraper.head.find(b"\r\n\r\n")
+        if end >= 0:
+            reply = respond(bytes(scraper.head[:end]))
+        elif len(scraper.head) > MAX_HEAD:
+            reply = _reply(431, b"request header too large\n")
+        else:
+            return
+        scraper.out = memoryview(reply)
+        self.selector.modify(scraper.sock, selectors.EVENT_WRITE, scraper)
+
+    def _close(self, scraper: _Scraper) -> None:
+        if self.scrapers.pop(scraper.sock.fileno(), None) is None:
+            return
+        self.selector.unregister(scraper.sock)
+        scraper.sock.close()
 
 
 def _close_inherited(keep: int) -> None:
@@ -397,9 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_metrics.build_info()
     server = ScrapeServer(sock, parent)
     try:
-        server.serve_forever(poll_interval=PARENT_POLL)
-    except ParentGone:
-        return 0
+        server.serve_forever()
     finally:
         server.server_close()
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -165,9 +167,22 @@ def test_seed_quick_start_configuration_passes_t(tmp_path: Path) -> None:
     leaf.cert_chain_pems[0].write_to_path(str(demo / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(demo / "key.pem"))
     ca.cert_pem.write_to_path(str(demo / "ca.pem"))
-    result = run("-t", "-c", str(conf))
+    # It names no error_log: -e stands in for /var/log/mailgate, which `make install` creates.
+    result = run("-t", "-e", str(tmp_path / "error.log"), "-c", str(conf))
     assert result.returncode == 0, result.stderr
     assert f"configuration file {conf} test is successful" in result.stderr
+
+
+@pytest.mark.skipif(os.path.isdir("/var/log/mailgate"), reason="the default log folder exists")
+def test_t_without_the_default_log_folder_fails_in_one_line(conf: Path) -> None:
+    conf.write_text(re.sub(r"error_log [^;]*;", "", conf.read_text()))
+    result = run("-t", "-c", str(conf))
+    assert (result.returncode, result.stderr) == (
+        1,
+        'mailgate: [emerg] open() "/var/log/mailgate/error.log" failed '
+        "(2: No such file or directory)\n"
+        f"mailgate: configuration file {conf} test failed\n",
+    )
 
 
 def test_t_names_a_key_that_does_not_match_its_certificate(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ class Init:
         self.pid_path = folder / "mailgate.pid"
         self.log_path = folder / "error.log"
         self.conf = folder / "mailgate.conf"
+        self.log_dir = folder / "logs"
         self.port = free_port()
         self.conf.write_text(
             f"""\
@@ -71,6 +72,7 @@ mail {{
             "DAEMON": str(MAILGATE_SCRIPT),
             "CONF": str(self.conf),
             "PIDFILE": str(self.pid_path),
+            "LOGDIR": str(folder / "logs"),
             "UPGRADE_TIMEOUT": "15",
         }
         self.seen: set[int] = set()
@@ -138,6 +140,12 @@ def test_init_script_starts_reloads_upgrades_and_stops_a_daemon(init: Init) -> N
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not alive(second)
     assert init("status").returncode == 3
+
+
+def test_init_script_creates_the_default_log_folder(init: Init) -> None:
+    assert init("configtest").returncode == 0
+    assert init.log_dir.is_dir()
+    assert init.log_dir.stat().st_mode & 0o777 == 0o755
 
 
 def test_init_script_reload_refuses_a_broken_configuration(init: Init) -> None:

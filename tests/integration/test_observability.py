@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -330,57 +331,92 @@ def no_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "prometheus_client", raising=False)
 
 
-def directory(tmp_path: Path) -> Iterator[Path]:
-    path = Path(master_metrics.directory_for(str(tmp_path / "m.conf"), str(tmp_path)))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+@pytest.fixture
+def instance_dir(tmp_path: Path) -> Path:
+    """A folder an admin chose for ``PROMETHEUS_MULTIPROC_DIR``."""
+    path = tmp_path / "metrics"
+    path.mkdir(mode=0o700)
+    return path
 
 
-instance_dir = pytest.fixture(directory)
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where ``mkdtemp`` makes folders in this test."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
-def test_cold_start_wipes_the_directory(
-    tmp_path: Path, instance_dir: Path, no_prometheus: None
+def test_metrics_off_creates_nothing_and_unsets_the_variable(
+    private_tmp: Path, no_prometheus: None
+) -> None:
+    env = {master_metrics.ENV: "/somewhere"}
+    assert master_metrics.prepare_environment(None, None, env) is None
+    assert env == {}
+    assert os.listdir(private_tmp) == []
+
+
+def test_metrics_on_makes_a_fresh_private_folder_removed_at_stop(
+    private_tmp: Path, no_prometheus: None
 ) -> None:
     env: dict[str, str] = {}
-    instance_dir.mkdir(mode=0o700)
+    path = master_metrics.prepare_environment(listen(9), None, env)
+    assert path is not None and env[master_metrics.ENV] == path
+    assert Path(path).parent == private_tmp
+    info = os.stat(path)
+    assert (info.st_uid, info.st_mode & 0o777) == (os.geteuid(), 0o700)
+    master_metrics.release_directory()
+    assert os.listdir(private_tmp) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder away")
+def test_the_folder_belongs_to_the_workers_user(private_tmp: Path, no_prometheus: None) -> None:
+    path = master_metrics.prepare_environment(listen(9), 65534, {})
+    assert path is not None and os.stat(path).st_uid == 65534
+    master_metrics.release_directory()
+
+
+def test_cold_start_wipes_the_admins_folder(instance_dir: Path, no_prometheus: None) -> None:
+    env = {master_metrics.ENV: str(instance_dir)}
     (instance_dir / "counter_4194303.db").write_bytes(b"x")  # a pid no process has
-    path = master_metrics.prepare_environment(str(tmp_path / "m.conf"), str(tmp_path), env)
-    assert path == str(instance_dir) == env[master_metrics.ENV]
+    assert master_metrics.prepare_environment(listen(9), None, env) == str(instance_dir)
     assert os.listdir(instance_dir) == []
-    assert os.stat(instance_dir).st_mode & 0o777 == 0o700
+    master_metrics.release_directory()
+    assert instance_dir.is_dir()  # the admin's: kept
 
 
-def test_upgrade_keeps_the_directory(
-    tmp_path: Path, instance_dir: Path, no_prometheus: None
-) -> None:
-    instance_dir.mkdir(mode=0o700)
+def test_upgrade_keeps_the_directory(instance_dir: Path, no_prometheus: None) -> None:
     (instance_dir / "counter_4194303.db").write_bytes(b"x")
-    env = {master_metrics.UPGRADE_ENV: "3;4;"}
-    master_metrics.prepare_environment(str(tmp_path / "m.conf"), str(tmp_path), env)
+    env = {master_metrics.UPGRADE_ENV: "3;4;", master_metrics.ENV: str(instance_dir)}
+    master_metrics.prepare_environment(listen(9), None, env)
     assert os.listdir(instance_dir) == ["counter_4194303.db"]
 
 
-def test_a_running_instance_keeps_its_directory(
-    tmp_path: Path, instance_dir: Path, no_prometheus: None
-) -> None:
-    instance_dir.mkdir(mode=0o700)
+def test_a_running_instance_keeps_its_directory(instance_dir: Path, no_prometheus: None) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "mailgate"])
     try:
         assert wait_until(lambda: "mailgate" in cmdline(sleeper.pid))  # exec'd
         (instance_dir / f"counter_{sleeper.pid}.db").write_bytes(b"x")
-        master_metrics.prepare_environment(str(tmp_path / "m.conf"), str(tmp_path), {})
+        env = {master_metrics.ENV: str(instance_dir)}
+        master_metrics.prepare_environment(listen(9), None, env)
         assert os.listdir(instance_dir) == [f"counter_{sleeper.pid}.db"]
     finally:
         sleeper.kill()
         sleeper.wait()
 
 
-def test_prepare_refuses_after_prometheus_client_was_imported(tmp_path: Path) -> None:
+def test_a_folder_others_can_write_is_refused(instance_dir: Path, no_prometheus: None) -> None:
+    instance_dir.chmod(0o777)
+    with pytest.raises(master_metrics.MetricsError, match="is not a private folder"):
+        master_metrics.prepare_environment(listen(9), None, {master_metrics.ENV: str(instance_dir)})
+
+
+def test_prepare_refuses_after_prometheus_client_was_imported() -> None:
     import prometheus_client  # noqa: F401
 
     with pytest.raises(master_metrics.MetricsError, match="imported before"):
-        master_metrics.prepare_environment(str(tmp_path / "m.conf"), str(tmp_path), {})
+        master_metrics.prepare_environment(listen(9), None, {})
 
 
 def test_the_command_line_does_not_import_prometheus_client() -> None:
@@ -553,9 +589,9 @@ def gateway_master(
         .replace("@BACKEND@", f"{dovecot.host}:{dovecot.imap_port}")
         .replace("@METRICS@", f"metrics_listen 127.0.0.1:{metrics_port};")
     )
-    # Where prepare_environment puts it (the fixture's first config is mailgate0.conf); set
-    # here too, so the counters can be checked before the master hooks exist.
-    path = Path(master_metrics.directory_for(str(tmp_path / "mailgate0.conf"), str(tmp_path)))
+    # A folder of the admin's choice (PROMETHEUS_MULTIPROC_DIR in the master's environment),
+    # so the test can read the counters there too.
+    path = tmp_path / "metrics"
     path.mkdir(mode=0o700, exist_ok=True)
     monkeypatch.setenv(master_metrics.ENV, str(path))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def test_a_worker_that_lived_resets_the_delay() -> None:
     exited_child(0, arbiter, age=5.0)
     arbiter.reap_workers()
     assert arbiter.respawn_delay == 0.0
+
+
+def test_a_young_worker_killed_by_a_signal_is_respawned_without_back_off() -> None:
+    arbiter = make_arbiter()
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        arbiter.workers[pid] = WorkerRecord(pid, arbiter.generation, time.monotonic())
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        arbiter.reap_workers()
+    assert (arbiter.respawn_delay, arbiter._respawn_at) == (0.0, 0.0)
 
 
 def test_boot_error_stops_the_master() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.config import model
-from mailgate.master.log import ErrorLog, Level, console_line, format_line
+from mailgate.master.log import ErrorLog, Level, LogOpenError, console_line, format_line
 
 
 def test_line_has_nginx_format() -> None:
@@ -76,3 +76,30 @@ def test_enabled_says_whether_a_level_would_be_written(tmp_path: Path) -> None:
         assert verbose.enabled(Level.INFO) and not verbose.enabled(Level.DEBUG)
     finally:
         verbose.close()
+
+
+def test_a_log_that_cannot_be_opened_is_one_nginx_sentence(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "error.log"
+    with pytest.raises(LogOpenError) as caught:
+        ErrorLog([(str(missing), Level.INFO)])
+    assert str(caught.value) == f'open() "{missing}" failed (2: No such file or directory)'
+
+
+def test_a_reload_whose_log_cannot_be_opened_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "error.log"
+    log = ErrorLog([(str(path), Level.INFO)])
+    log.console = False
+    with pytest.raises(LogOpenError):
+        log.successor([model.LogTarget(str(tmp_path / "missing" / "e.log"), "info")])
+    log.info("still here")
+    assert "still here" in path.read_text()
+
+
+def test_reopen_with_an_owner_hands_the_file_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "error.log"
+    log = ErrorLog([(str(path), Level.INFO)])
+    path.rename(tmp_path / "error.log.1")
+    path.touch(mode=0o040)  # as logrotate's "create" may leave it: the owner cannot write
+    log.reopen(owner=os.getuid())
+    assert path.stat().st_mode & 0o600 == 0o600
+    log.close()
