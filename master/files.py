@@ -14,8 +14,9 @@ import grp
 import os
 import pwd
 
-from mailgate.config import model
+from mailgate.config import core, model
 from mailgate.master.log import LogOpenError, open_log_file
+from mailgate.worker.process import group_exists
 
 
 class FileCheckError(Exception):
@@ -28,9 +29,14 @@ def access_log_paths(config: model.Config) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def _switches_user(config: model.Config) -> bool:
-    # Only root can switch users; nginx ignores ``user`` otherwise, and so do the workers.
-    return config.main.user is not None and os.geteuid() == 0
+def _worker_account(config: model.Config) -> tuple[str, str] | None:
+    """``(user, group)`` the workers switch to: ``user``, or nobody when the master is root
+    and none is given (as nginx); None when they stay as the master is."""
+    wanted = core.worker_user(config.main.user, os.geteuid(), group_exists)
+    if wanted is None:
+        return None
+    user, group = wanted
+    return user, group or user  # nginx: no group means the group named as the user
 
 
 def check(config: model.Config) -> None:
@@ -39,17 +45,17 @@ def check(config: model.Config) -> None:
     Access logs are created here as root, as nginx's master creates them. Raises
     :class:`FileCheckError`.
     """
-    if _switches_user(config):
-        assert config.main.user is not None
-        user, group = config.main.user
+    account = _worker_account(config)
+    if account is not None:
+        user, group = account
         try:
             pwd.getpwnam(user)
         except KeyError:
             raise FileCheckError(f'getpwnam("{user}") failed') from None
         try:
-            grp.getgrnam(group or user)  # nginx: no group means the group named as the user
+            grp.getgrnam(group)
         except KeyError:
-            raise FileCheckError(f'getgrnam("{group or user}") failed') from None
+            raise FileCheckError(f'getgrnam("{group}") failed') from None
     for path in access_log_paths(config):
         try:
             os.close(open_log_file(path))
@@ -59,11 +65,11 @@ def check(config: model.Config) -> None:
 
 def worker_uid(config: model.Config) -> int | None:
     """The uid the workers run as, if it is not the master's (None: they stay as we are)."""
-    if not _switches_user(config):
+    account = _worker_account(config)
+    if account is None:
         return None
-    assert config.main.user is not None
     try:
-        return pwd.getpwnam(config.main.user[0]).pw_uid
+        return pwd.getpwnam(account[0]).pw_uid
     except KeyError:
         return None  # checked at start and reload: the user was removed since
 

@@ -116,7 +116,8 @@ def _lacks_nodelay(listener: socket.socket) -> bool:
         return True
 
 
-def _group_exists(name: str) -> bool:
+def group_exists(name: str) -> bool:
+    """Whether the system knows group ``name`` (for the default worker group)."""
     try:
         grp.getgrnam(name)
     except KeyError:
@@ -135,7 +136,7 @@ def worker_ids(main: model.MainConfig) -> tuple[str, int, int] | None:
     what the master hands files to, if it must (log files on reopen, as nginx).
     Raises :class:`WorkerBootError` when the user or group does not exist.
     """
-    wanted = core.worker_user(main.user, os.geteuid(), _group_exists)
+    wanted = core.worker_user(main.user, os.geteuid(), group_exists)
     if wanted is None:
         return None
     user, group = wanted
