@@ -5,7 +5,7 @@ It has the shape of ``selectors.EpollSelector`` as the loop uses it (``register`
 ``SelectorKey`` tuple built for every register and modify, the abstract base's bookkeeping,
 and a second lookup per ready descriptor. Every connection registers, modifies and
 unregisters a few times, so that bookkeeping was a visible share of a TLS handshake's Python
-time. mailgate runs on Linux only (SysV semaphores, pre-fork), so there is no other backend.
+time. mailgate runs on Linux only (epoll, pre-fork), so there is no other backend.
 """
 
 from __future__ import annotations
