@@ -17,7 +17,7 @@ from mailgate.config.directives import (
     Call,
     Directive,
 )
-from mailgate.config.model import StartTLS, VerifyClient
+from mailgate.config.model import ConfCommand, StartTLS, VerifyClient
 from mailgate.config.setters import atoi, conf_path, parse_size
 
 PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -51,6 +51,13 @@ def certificate_key(call: Call, field: str) -> None:
         )
     current: tuple[str, ...] = call.level.get(field, ())  # type: ignore[assignment]
     call.store(field, (*current, _pem_source(call, call.args[0])))
+
+
+def conf_command(call: Call, field: str) -> None:
+    """``ssl_conf_command NAME VALUE``, repeatable; applied in order by the TLS layer."""
+    current: tuple[ConfCommand, ...] = call.level.get(field, ())  # type: ignore[assignment]
+    name, value = call.args
+    call.store(field, (*current, ConfCommand(name, value, call.state.conf_prefix, call.source)))
 
 
 def protocols(call: Call, field: str) -> None:
@@ -148,5 +155,5 @@ DIRECTIVES = (
         "ssl_trusted_certificate", MAIL_OR_SERVER, TAKE1, setters.path, "ssl_trusted_certificate"
     ),
     Directive("ssl_crl", MAIL_OR_SERVER, TAKE1, setters.path, "ssl_crl"),
-    Directive("ssl_conf_command", MAIL_OR_SERVER, TAKE2, setters.append_pair, "ssl_conf_command"),
+    Directive("ssl_conf_command", MAIL_OR_SERVER, TAKE2, conf_command, "ssl_conf_command"),
 )

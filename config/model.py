@@ -165,6 +165,21 @@ class SessionCache:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfCommand:
+    """One ``ssl_conf_command``: an OpenSSL ``SSL_CONF_cmd`` name and value.
+
+    Whether the value names a file or a folder only OpenSSL knows (``SSL_CONF_cmd_value_type``),
+    so the TLS layer asks it, as nginx does, and then resolves the value against
+    ``conf_prefix`` like every other file mailgate reads.
+    """
+
+    name: str
+    value: str
+    conf_prefix: str  # the main configuration file's folder
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
 class HttpURL:
     """An ``auth_http`` URL: ``[http://]host[:port][/uri]`` or ``unix:/path[:/uri]``."""
 
@@ -225,7 +240,7 @@ class ServerConfig:
     ssl_client_certificate: str | None = None
     ssl_trusted_certificate: str | None = None
     ssl_crl: str | None = None
-    ssl_conf_command: tuple[tuple[str, str], ...] = ()
+    ssl_conf_command: tuple[ConfCommand, ...] = ()
 
     # ngx_mail_auth_http_module
     auth_http: HttpURL | None = None

@@ -7,12 +7,16 @@ fails with nginx's message, OpenSSL's reasons appended as ``(SSL: error:...)``.
 from __future__ import annotations
 
 import functools
+import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
 from OpenSSL import SSL
 
 from mailgate.config import model
+from mailgate.config.directives import where
+from mailgate.config.setters import full_path
 from mailgate.worker import libssl
 from mailgate.worker.tls_errors import TLSConfigError
 
@@ -21,6 +25,9 @@ SSL_CONF_FLAG_FILE = 0x2
 SSL_CONF_FLAG_SERVER = 0x8
 SSL_CONF_FLAG_SHOW_ERRORS = 0x10
 SSL_CONF_FLAG_CERTIFICATE = 0x20
+SSL_CONF_TYPE_FILE = 0x2
+SSL_CONF_TYPE_DIR = 0x3
+SSL_CONF_TYPE_STORE = 0x5
 SSL_TLSEXT_ERR_OK = 0
 SSL_TLSEXT_ERR_ALERT_FATAL = 2  # OpenSSL sends no_application_protocol
 
@@ -56,7 +63,7 @@ def apply_ecdh_curve(ctx: SSL.Context, curves: str) -> None:
         raise TLSConfigError(f'SSL_CTX_set1_curves_list("{curves}") failed{libssl.error_text()}')
 
 
-def apply_conf_commands(ctx: SSL.Context, commands: Sequence[tuple[str, str]]) -> None:
+def apply_conf_commands(ctx: SSL.Context, commands: Sequence[model.ConfCommand]) -> None:
     """``ssl_conf_command``, applied last so that it overrides the other directives."""
     if not commands:
         return
@@ -73,16 +80,56 @@ def apply_conf_commands(ctx: SSL.Context, commands: Sequence[tuple[str, str]]) -
             | SSL_CONF_FLAG_SHOW_ERRORS,
         )
         ssl_lib.SSL_CONF_CTX_set_ssl_ctx(cctx, libssl.ctx_ptr(ctx))
-        for name, value in commands:
+        for command in commands:
+            name = command.name.encode()
+            value = _conf_value(command, ssl_lib.SSL_CONF_cmd_value_type(cctx, name))
             libssl.clear_errors()
-            if ssl_lib.SSL_CONF_cmd(cctx, name.encode(), value.encode()) <= 0:
+            if ssl_lib.SSL_CONF_cmd(cctx, name, value.encode()) <= 0:
                 raise TLSConfigError(
-                    f'SSL_CONF_cmd("{name}", "{value}") failed{libssl.error_text()}'
+                    f'SSL_CONF_cmd("{command.name}", "{value}") failed{libssl.error_text()}'
+                    f" {where(command.source)}"
                 )
         if ssl_lib.SSL_CONF_CTX_finish(cctx) != 1:
             raise TLSConfigError(f"SSL_CONF_finish() failed{libssl.error_text()}")
     finally:
         ssl_lib.SSL_CONF_CTX_free(cctx)
+
+
+def _conf_value(command: model.ConfCommand, value_type: int) -> str:
+    """The value to hand OpenSSL: files and folders by their full names, checked to exist.
+
+    nginx (``ngx_ssl_conf_commands``) resolves the FILE and DIR types against its
+    configuration prefix, whatever the working directory. mailgate also resolves each folder
+    of a DIR list (OpenSSL reads ``a:b`` as two) and a Store given as a path; nginx passes
+    those as written, so they would follow the working directory.
+    """
+    if value_type == SSL_CONF_TYPE_FILE:
+        return _checked(command, command.value, want_dir=False)
+    if value_type == SSL_CONF_TYPE_DIR:
+        return ":".join(_checked(command, name, want_dir=True) for name in command.value.split(":"))
+    if value_type == SSL_CONF_TYPE_STORE and ":" not in command.value:  # no URI scheme
+        return _checked(command, command.value, want_dir=None)
+    return command.value
+
+
+def _checked(command: model.ConfCommand, name: str, *, want_dir: bool | None) -> str:
+    """``name`` made absolute; refused unless it exists and is a folder iff ``want_dir``.
+
+    The check names the directive's line. It also catches a missing DIR, which OpenSSL (and
+    nginx) accept, looking into it only when a client certificate needs it: such a typo would
+    start fine and then fail every client verification.
+    """
+    path = full_path(command.conf_prefix, name)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        raise TLSConfigError(
+            f'stat() "{path}" failed ({err.errno}: {err.strerror}) {where(command.source)}'
+        ) from err
+    if want_dir is not None and is_dir != want_dir:
+        kind = "is not a directory" if want_dir else "is a directory"
+        raise TLSConfigError(f'"{path}" {kind} {where(command.source)}')
+    return path
 
 
 @functools.cache

@@ -63,7 +63,6 @@ def server_value(config: model.Config, name: str) -> object:
             "ssl_session_cache",
             model.SessionCache(builtin=True, builtin_size=100, shared_name="S", shared_size=32768),
         ),
-        ("ssl_conf_command Options -TLSv1.3;", "ssl_conf_command", (("Options", "-TLSv1.3"),)),
         ("auth_http_timeout 5s;", "auth_http_timeout", 5.0),
         (
             "auth_http_header A 1; auth_http_header B 2;",
@@ -112,6 +111,24 @@ def test_directive_gives_typed_value(
     load: Load, directive: str, field: str, expected: object
 ) -> None:
     assert server_value(load(mail(server=directive)), field) == expected
+
+
+def test_ssl_conf_command_keeps_its_value_as_written_with_the_configuration_folder(
+    load: Load, tmp_path: Path, conf_path: Path
+) -> None:
+    # Only OpenSSL knows which commands take a file, so the TLS layer resolves the value.
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "tls.conf").write_text("\nssl_conf_command Certificate o.crt;\n")
+    server = load(mail(server="include conf.d/tls.conf; ssl_conf_command Options -TLSv1.3;"))
+    assert server.servers[0].ssl_conf_command == (
+        model.ConfCommand(
+            "Certificate",
+            "o.crt",
+            str(tmp_path),
+            model.Source(str(tmp_path / "conf.d/tls.conf"), 2),
+        ),
+        model.ConfCommand("Options", "-TLSv1.3", str(tmp_path), model.Source(str(conf_path), 7)),
+    )
 
 
 def test_defaults_are_nginx_defaults(load: Load) -> None:

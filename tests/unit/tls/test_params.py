@@ -6,8 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from OpenSSL import SSL
+import trustme
+from OpenSSL import SSL, crypto
 
+from mailgate.config import model
 from mailgate.worker import tls
 from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
 
@@ -35,12 +37,29 @@ def dhparam(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 TLS12_DHE = {"max_version": SSL.TLS1_2_VERSION, "ciphers": b"DHE-RSA-AES128-GCM-SHA256"}
+LINE = 7
+
+
+def conf_command(name: str, value: str, conf_prefix: Path | str = "/") -> model.ConfCommand:
+    """``ssl_conf_command NAME VALUE;`` written on line 7 of t.conf, whose folder is given."""
+    return model.ConfCommand(name, value, str(conf_prefix), model.Source("t.conf", LINE))
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The configuration's folder; the working directory is an empty one beside it."""
+    conf = tmp_path / "conf"
+    (tmp_path / "cwd").mkdir()
+    conf.mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return conf
 
 
 def test_conf_command_ciphersuites_changes_the_negotiated_tls13_suite(pki: Pki) -> None:
     ctx = tls.build_context(
         server_config(
-            **pki.pair(), ssl_conf_command=(("Ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"),)
+            **pki.pair(),
+            ssl_conf_command=(conf_command("Ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"),),
         )
     )
     _, srv = handshake(ctx)
@@ -48,7 +67,7 @@ def test_conf_command_ciphersuites_changes_the_negotiated_tls13_suite(pki: Pki) 
 
 
 def test_unknown_conf_command_fails_with_nginx_message(pki: Pki) -> None:
-    server = server_config(**pki.pair(), ssl_conf_command=(("NoSuchCommand", "x"),))
+    server = server_config(**pki.pair(), ssl_conf_command=(conf_command("NoSuchCommand", "x"),))
     with pytest.raises(tls.TLSConfigError) as err:
         tls.build_context(server)
     assert str(err.value).startswith('SSL_CONF_cmd("NoSuchCommand", "x") failed (SSL: error:')
@@ -58,10 +77,97 @@ def test_conf_command_overrides_ssl_ciphers(pki: Pki) -> None:
     server = server_config(
         **pki.pair(),
         ssl_protocols=("TLSv1.2",),
-        ssl_conf_command=(("CipherString", "ECDHE-RSA-AES128-GCM-SHA256"),),
+        ssl_conf_command=(conf_command("CipherString", "ECDHE-RSA-AES128-GCM-SHA256"),),
     )
     _, srv = handshake(tls.build_context(server))
     assert srv.get_cipher_name() == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+def test_conf_command_certificate_is_read_from_the_configuration_folder(
+    pki: Pki, elsewhere: Path
+) -> None:
+    override = trustme.CA().issue_cert("override.example", key_type=trustme.KeyType.RSA)
+    override.cert_chain_pems[0].write_to_path(str(elsewhere / "override.crt"))
+    override.private_key_pem.write_to_path(str(elsewhere / "override.key"))
+    server = server_config(
+        **pki.pair(),
+        ssl_conf_command=(
+            conf_command("Certificate", "override.crt", elsewhere),
+            conf_command("PrivateKey", "override.key", elsewhere),
+        ),
+    )
+    client, _ = handshake(tls.build_context(server))
+    served = client.get_peer_certificate()
+    assert served is not None
+    assert (
+        crypto.dump_certificate(crypto.FILETYPE_PEM, served) == override.cert_chain_pems[0].bytes()
+    )
+
+
+def test_missing_conf_command_file_is_refused_by_full_name_and_line(
+    pki: Pki, elsewhere: Path
+) -> None:
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("Certificate", "missing.crt", elsewhere),)
+    )
+    with pytest.raises(tls.TLSConfigError) as err:
+        tls.build_context(server)
+    assert str(err.value) == (
+        f'stat() "{elsewhere / "missing.crt"}" failed (2: No such file or directory) '
+        f"in t.conf:{LINE}"
+    )
+
+
+def test_conf_command_folder_that_is_a_file_is_refused(pki: Pki, elsewhere: Path) -> None:
+    (elsewhere / "certs").write_text("")
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("VerifyCAPath", "certs", elsewhere),)
+    )
+    with pytest.raises(tls.TLSConfigError) as err:
+        tls.build_context(server)
+    assert str(err.value) == f'"{elsewhere / "certs"}" is not a directory in t.conf:{LINE}'
+
+
+def test_each_folder_of_a_conf_command_folder_list_is_resolved(pki: Pki, elsewhere: Path) -> None:
+    # OpenSSL reads "a:b" as two folders; the second is missing, so it is the one named.
+    (elsewhere / "a").mkdir()
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("VerifyCAPath", "a:b", elsewhere),)
+    )
+    with pytest.raises(tls.TLSConfigError) as err:
+        tls.build_context(server)
+    assert str(err.value).startswith(f'stat() "{elsewhere / "b"}" failed')
+
+
+def test_conf_command_store_given_as_a_path_is_read_from_the_configuration_folder(
+    pki: Pki, elsewhere: Path
+) -> None:
+    (elsewhere / "ca.pem").write_bytes(pki.ca.read_bytes())
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("VerifyCAStore", "ca.pem", elsewhere),)
+    )
+    # From the working directory OpenSSL would find no "ca.pem" and fail.
+    tls.build_context(server)
+
+
+def test_conf_command_store_uri_is_passed_as_written(pki: Pki, elsewhere: Path) -> None:
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("VerifyCAStore", "file:nope.pem", elsewhere),)
+    )
+    with pytest.raises(
+        tls.TLSConfigError, match=r'^SSL_CONF_cmd\("VerifyCAStore", "file:nope\.pem"\)'
+    ):
+        tls.build_context(server)
+
+
+def test_command_line_style_conf_command_is_unknown(pki: Pki, elsewhere: Path) -> None:
+    # "-cert" is the SSL_CONF_FLAG_CMDLINE spelling; nginx and mailgate use the file one.
+    (elsewhere / "c.pem").write_bytes(pki.rsa_cert.read_bytes())
+    server = server_config(
+        **pki.pair(), ssl_conf_command=(conf_command("-cert", "c.pem", elsewhere),)
+    )
+    with pytest.raises(tls.TLSConfigError, match=r'^SSL_CONF_cmd\("-cert", "c\.pem"\) failed'):
+        tls.build_context(server)
 
 
 def test_curve_list_limits_the_groups(pki: Pki, connect: Connect) -> None:
