@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from mailgate.config import model
+from mailgate.config.setters import full_path
 from mailgate.worker import libssl
 from mailgate.worker.auth_http import ClientTls
 from mailgate.worker.tls_errors import TLSConfigError
@@ -133,11 +136,25 @@ def policy_digest(server: model.ServerConfig) -> bytes:
             ("trusted", _contents(server.ssl_trusted_certificate)),
             ("crl", _contents(server.ssl_crl)),
         ]
+    # ssl_conf_command can set the policy too (VerifyMode, VerifyCAFile, ClientCAFile...):
+    # every command counts, with the contents of a file it names.
+    for command in server.ssl_conf_command:
+        fields.append((f"conf {command.name}", command.value.encode()))
+        fields.append(("conf file", _file_or_none(full_path(command.conf_prefix, command.value))))
     for name, value in fields:
         # Length-prefixed, and "unset" apart from "empty", so no two policies hash alike.
         marked = b"-" if value is None else b"+%d:" % len(value) + value
         digest.update(name.encode() + marked)
     return digest.digest()
+
+
+def _file_or_none(path: str) -> bytes | None:
+    """A regular file's contents; None for anything else (a value that names no file)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read() if stat.S_ISREG(os.fstat(fh.fileno()).st_mode) else None
+    except OSError:
+        return None
 
 
 def _contents(path: str | None) -> bytes | None:

@@ -167,6 +167,18 @@ def test_session_id_from_the_shared_zone_never_resumes_under_another_crl(pki: Pk
     assert not resumes(one, another, **TLS12_NO_TICKET)
 
 
+def test_ticket_never_resumes_on_a_server_whose_conf_command_sets_another_ca(
+    pki: Pki, tmp_path: Path
+) -> None:
+    keys = (key_file(tmp_path),)
+    command = model.ConfCommand(
+        "VerifyCAFile", str(pki.other_ca), str(tmp_path), model.Source("test.conf", 1)
+    )
+    one = tls.build_context(policy(pki, keys))
+    another = tls.build_context(policy(pki, keys, ssl_conf_command=(command,)))
+    assert not resumes(one, another)
+
+
 def test_policy_of_a_server_without_verification_reads_no_file(tmp_path: Path) -> None:
     """As nginx, ``ssl_verify_client off`` leaves the CA and CRL files unread."""
     missing = str(tmp_path / "missing.pem")
