@@ -84,7 +84,8 @@ wheel-check: $(PY_STAMP)
 	$(PYTHON) -m venv --system-site-packages /tmp/mailgate-wheel-venv
 	/tmp/mailgate-wheel-venv/bin/pip install -q dist/mailgate-*.whl
 	cd /tmp && /tmp/mailgate-wheel-venv/bin/python -c "import mailgate.config, mailgate.shm, \
-	    mailgate.worker, mailgate.worker.protocols, mailgate.master.cli"
+	    mailgate.worker, mailgate.worker.protocols, mailgate.worker.session.session, \
+	    mailgate.master.cli"
 	cd /tmp && /tmp/mailgate-wheel-venv/bin/mailgate -v
 
 conf/demo/cert.pem: | $(DEB_STAMP)

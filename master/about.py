@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 import sys
 
-from mailgate.worker import libssl
+from mailgate.worker.tls import libssl
 
 # The nginx modules whose directives mailgate understands (the config layer's tables).
 MODULES = (

@@ -23,8 +23,8 @@ from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
 from mailgate.master.metrics import ENV, MetricsError, MetricsServer, mark_dead
 from mailgate.master.pidfile import PidFile
-from mailgate.worker import metrics as worker_metrics
-from mailgate.worker.loop import drain
+from mailgate.worker.io.loop import drain
+from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.process import (
     BOOT_ERROR,
     Handler,

@@ -18,7 +18,7 @@ from mailgate.master import metrics as master_metrics
 from mailgate.master.arbiter import Arbiter, Reloader
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
 from mailgate.master.pidfile import PidFile
-from mailgate.worker import metrics as worker_metrics
+from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.process import Listening, Worker
 
 

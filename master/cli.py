@@ -15,8 +15,8 @@ from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
 from mailgate.master import about, files, options, pidfile, signals
 from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_line, os_error
-from mailgate.worker import libssl
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.tls import libssl
+from mailgate.worker.tls.errors import TLSConfigError
 
 Generation = tuple[model.Config, dict[int, object]]
 
@@ -48,10 +48,10 @@ class Paths:
         # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
         # import, and the admin must see the check's message rather than a traceback.
         from mailgate.master import zones
-        from mailgate.worker import tls
+        from mailgate.worker.tls import contexts
 
         zones.prepare(config)  # shared session zones, before the contexts that use them
-        return config, dict(tls.build_contexts(config))
+        return config, dict(contexts.build_contexts(config))
 
 
 _BUILD_ERRORS = (ConfigError, files.FileCheckError, libssl.LibsslMismatch, TLSConfigError)

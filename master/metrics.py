@@ -1,7 +1,7 @@
 """The Prometheus scrape endpoint: a process of its own, and the master's side of it.
 
 Every mailgate process writes its metrics into one directory (prometheus_client's multiprocess
-mode, see :mod:`mailgate.worker.metrics`); the metrics process answers ``GET /metrics`` by
+mode, see :mod:`mailgate.worker.observe.metrics`); the metrics process answers ``GET /metrics`` by
 summing those files with a fresh registry per scrape. It runs apart from the master so that a
 slow or stuck scraper never delays the master's signal handling, nor a worker's connections.
 
@@ -504,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"mailgate: metrics process: no socket on fd {args.fd}\n")
             return 1
         raise
-    from mailgate.worker import metrics as worker_metrics
+    from mailgate.worker.observe import metrics as worker_metrics
 
     worker_metrics.build_info()
     server = ScrapeServer(sock, parent)

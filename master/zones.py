@@ -12,7 +12,7 @@ from __future__ import annotations
 from mailgate.config import model
 from mailgate.shm import segment
 from mailgate.shm.zones import Log, ZoneError, registry
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.tls.errors import TLSConfigError
 
 
 def prepare(config: model.Config) -> None:

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 import setproctitle
 
 from mailgate.config import core, model
-from mailgate.worker import metrics as worker_metrics
-from mailgate.worker.loop import Loop, drain
-from mailgate.worker.session import SessionFactory
-from mailgate.worker.stream import socket_family
+from mailgate.worker.io.loop import Loop, drain
+from mailgate.worker.io.stream import socket_family
+from mailgate.worker.observe import metrics as worker_metrics
+from mailgate.worker.session.session import SessionFactory
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
 # Accepts per readiness event with ``multi_accept on``, so one busy listener cannot starve the

@@ -103,7 +103,7 @@ class Log:
 
 WRITER = """
 import sys
-from mailgate.worker import metrics
+from mailgate.worker.observe import metrics
 metrics.process_started()
 n = int(sys.argv[1])
 m = metrics.for_listener("127.0.0.1:1143", "imap")
@@ -421,7 +421,7 @@ def test_prepare_refuses_after_prometheus_client_was_imported() -> None:
 
 def test_the_command_line_does_not_import_prometheus_client() -> None:
     code = (
-        "import sys, mailgate.master.cli, mailgate.master.boot, mailgate.worker.session; "
+        "import sys, mailgate.master.cli, mailgate.master.boot, mailgate.worker.session.session; "
         "assert 'prometheus_client' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ import selectors
 import socket
 import weakref
 
-from mailgate.worker.loop import COMPACT_AFTER, Loop
+from mailgate.worker.io.loop import COMPACT_AFTER, Loop
 
 
 def test_timers_run_in_due_order() -> None:

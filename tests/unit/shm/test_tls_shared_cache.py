@@ -14,7 +14,8 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.shm.lock import Lock
-from mailgate.worker import libssl, metrics, shared_tickets, tls
+from mailgate.worker.observe import metrics
+from mailgate.worker.tls import contexts, libssl, ticket_key_zone
 from tests.unit.tls.conftest import (
     Pki,
     client_context,
@@ -62,7 +63,7 @@ def test_session_resumes_on_another_worker(
     pki: Pki, version: int, tickets: bool, stored: bool
 ) -> None:
     server = shared(pki, ssl_session_tickets=tickets)
-    one, other = tls.build_context(server), tls.build_context(server)
+    one, other = contexts.build_context(server), contexts.build_context(server)
     ok, _ = resumed(one, other, max_version=version)
     assert ok
     assert (zone_of(server).stats().stores > 0) is stored
@@ -75,12 +76,12 @@ def test_builtin_and_shared_keep_both(pki: Pki) -> None:
         builtin=True, shared_name=cache.shared_name, shared_size=cache.shared_size
     )
     server = server_config(**pki.pair(), ssl_session_cache=both, ssl_session_tickets=False)
-    assert resumed(tls.build_context(server), tls.build_context(server))[0]
+    assert resumed(contexts.build_context(server), contexts.build_context(server))[0]
 
 
 def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
     server = shared(pki, ssl_session_tickets=False)
-    ctx = tls.build_context(server)
+    ctx = contexts.build_context(server)
     client, srv = handshake(ctx, client_context(max_version=SSL.TLS1_2_VERSION))
     ssl_lib = libssl.native()[1]
     ssl_lib.SSL_CTX_remove_session(
@@ -92,7 +93,7 @@ def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
 
 def test_zone_keys_seal_tickets_for_every_worker(pki: Pki) -> None:
     server = shared(pki)
-    assert resumed(tls.build_context(server), tls.build_context(server))[0]
+    assert resumed(contexts.build_context(server), contexts.build_context(server))[0]
 
 
 def ticket_name(session: SSL.Session) -> bytes:
@@ -106,9 +107,9 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
     pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000.0]
-    monkeypatch.setattr(shared_tickets, "clock", lambda: now[0])
+    monkeypatch.setattr(ticket_key_zone, "clock", lambda: now[0])
     server = shared(pki)
-    one, other = tls.build_context(server), tls.build_context(server)
+    one, other = contexts.build_context(server), contexts.build_context(server)
     tls12 = client_context(max_version=SSL.TLS1_2_VERSION)
     first, _ = handshake(one, tls12)
     old = first.get_session()
@@ -124,7 +125,7 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
 
 def test_a_zone_whose_lock_fails_counts_every_failed_lookup_and_store(pki: Pki) -> None:
     server = shared(pki, ssl_session_tickets=False)
-    one, other = tls.build_context(server), tls.build_context(server)
+    one, other = contexts.build_context(server), contexts.build_context(server)
     zone = zone_of(server)
     failed = metrics.families().shm_errors
     with open("/dev/null", "rb") as read_only:

@@ -28,7 +28,7 @@ from OpenSSL import SSL
 from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
-from mailgate.worker import tls, tls_verify
+from mailgate.worker.tls import client_cert, contexts
 
 
 def session_reused(conn: SSL.Connection) -> bool:
@@ -184,8 +184,8 @@ class Seen:
     cipher: str = ""
     reused: bool = False
     cert_key: str = ""  # "RSA" or "EC": the server certificate chosen for this client
-    outcome: tls_verify.VerifyOutcome | None = None
-    info: tls_verify.CertInfo | None = None
+    outcome: client_cert.VerifyOutcome | None = None
+    info: client_cert.CertInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,11 +201,11 @@ def _serve_one(sock: socket.socket, ctx: SSL.Context, server: model.ServerConfig
     except SSL.Error as err:
         return Seen(error=repr(err))
     seen = Seen(reused=session_reused(conn))
-    seen.protocol, seen.cipher = tls_verify.tls_summary(conn)
+    seen.protocol, seen.cipher = client_cert.tls_summary(conn)
     own = conn.get_certificate()
     seen.cert_key = type(own.to_cryptography().public_key()).__name__ if own else ""
-    seen.outcome = tls_verify.verify_result(conn, server)
-    seen.info = tls_verify.client_cert_info(conn)
+    seen.outcome = client_cert.verify_result(conn, server)
+    seen.info = client_cert.client_cert_info(conn)
     with contextlib.suppress(SSL.Error, OSError):
         conn.sendall(b"* OK greeting\r\n")
         conn.shutdown()
@@ -266,7 +266,7 @@ def connect() -> Iterator[Connect]:
             # One context (and port) per server config, reused across calls as in a worker.
             found = [(port, results) for known, port, results in servers if known is server]
             if not found:
-                found = [stack.enter_context(serving(tls.build_context(server), server))]
+                found = [stack.enter_context(serving(contexts.build_context(server), server))]
                 servers.append((server, *found[0]))
             port, results = found[0]
             output = s_client(port, *args)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from OpenSSL import SSL
 
-from mailgate.worker import libssl, ticket_keys, tls
+from mailgate.worker.tls import contexts, libssl, ticket_key_files
 from tests.unit.tls.conftest import (
     Connect,
     Pki,
@@ -22,7 +22,7 @@ TLS12 = {"max_version": SSL.TLS1_2_VERSION}
 
 
 def test_48_byte_file_is_name_aes_hmac() -> None:
-    key = ticket_keys.parse_key(bytes(range(48)), "k")
+    key = ticket_key_files.parse_key(bytes(range(48)), "k")
     assert (key.name, key.aes_key, key.hmac_key) == (
         bytes(range(16)),
         bytes(range(16, 32)),
@@ -31,7 +31,7 @@ def test_48_byte_file_is_name_aes_hmac() -> None:
 
 
 def test_80_byte_file_is_name_hmac_aes() -> None:
-    key = ticket_keys.parse_key(bytes(range(80)), "k")
+    key = ticket_key_files.parse_key(bytes(range(80)), "k")
     assert (key.name, key.hmac_key, key.aes_key) == (
         bytes(range(16)),
         bytes(range(16, 48)),
@@ -42,14 +42,14 @@ def test_80_byte_file_is_name_hmac_aes() -> None:
 def test_other_sizes_are_refused_with_nginx_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(b"x" * 64)
-    with pytest.raises(tls.TLSConfigError, match=rf'^"{path}" must be 48 or 80 bytes$'):
-        ticket_keys.load_keys([str(path)])
+    with pytest.raises(contexts.TLSConfigError, match=rf'^"{path}" must be 48 or 80 bytes$'):
+        ticket_key_files.load_keys([str(path)])
 
 
 def test_missing_key_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "none.key"
-    with pytest.raises(tls.TLSConfigError, match=rf'^open\(\) "{path}" failed \(2: '):
-        ticket_keys.load_keys([str(path)])
+    with pytest.raises(contexts.TLSConfigError, match=rf'^open\(\) "{path}" failed \(2: '):
+        ticket_key_files.load_keys([str(path)])
 
 
 def write_key(tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
@@ -68,7 +68,7 @@ def ticket_name(session: SSL.Session) -> bytes:
 
 
 def context(pki: Pki, *keys: str) -> SSL.Context:
-    return tls.build_context(server_config(**pki.pair(), ssl_session_ticket_key=keys))
+    return contexts.build_context(server_config(**pki.pair(), ssl_session_ticket_key=keys))
 
 
 @pytest.fixture(params=[48, 80])

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from mailgate.config import model
-from mailgate.worker import tls, tls_verify
+from mailgate.worker.tls import client_cert, contexts
 from tests.unit.tls.conftest import Connect, Pki, handshake, server_config
 
-Reply = tls_verify.VerifyReply
+Reply = client_cert.VerifyReply
 
 
 def verifying(pki: Pki, mode: model.VerifyClient, **settings: Any) -> model.ServerConfig:
@@ -24,7 +24,7 @@ def verifying(pki: Pki, mode: model.VerifyClient, **settings: Any) -> model.Serv
 
 def test_valid_client_certificate_succeeds(pki: Pki, connect: Connect) -> None:
     _, seen = connect(verifying(pki, model.VerifyClient.ON), "-cert", str(pki.client_cert))
-    assert seen.outcome == tls_verify.VerifyOutcome("SUCCESS", 0, Reply.NONE)
+    assert seen.outcome == client_cert.VerifyOutcome("SUCCESS", 0, Reply.NONE)
 
 
 def test_missing_certificate_with_verify_on_needs_the_no_cert_reply(
@@ -38,7 +38,7 @@ def test_missing_certificate_with_verify_on_needs_the_no_cert_reply(
 
 def test_missing_certificate_with_verify_optional_is_fine(pki: Pki, connect: Connect) -> None:
     _, seen = connect(verifying(pki, model.VerifyClient.OPTIONAL))
-    assert seen.outcome == tls_verify.VerifyOutcome("NONE", 0, Reply.NONE)
+    assert seen.outcome == client_cert.VerifyOutcome("NONE", 0, Reply.NONE)
 
 
 def test_certificate_from_another_ca_needs_the_cert_error_reply(pki: Pki, connect: Connect) -> None:
@@ -109,8 +109,8 @@ def test_trusted_certificate_names_are_not_sent(pki: Pki, connect: Connect) -> N
 
 def test_verify_off_reports_nothing(pki: Pki) -> None:
     server = server_config(**pki.pair())
-    _, srv = handshake(tls.build_context(server))
-    assert tls_verify.verify_result(srv, server) == tls_verify.VerifyOutcome("", 0, Reply.NONE)
+    _, srv = handshake(contexts.build_context(server))
+    assert client_cert.verify_result(srv, server) == client_cert.VerifyOutcome("", 0, Reply.NONE)
 
 
 def test_client_cert_info_is_formatted_as_nginx(pki: Pki, connect: Connect) -> None:
@@ -131,6 +131,6 @@ def test_client_cert_info_is_formatted_as_nginx(pki: Pki, connect: Connect) -> N
 
 
 def test_serial_hex_matches_i2a_asn1_integer() -> None:
-    assert tls_verify._serial_hex(0) == "00"
-    assert tls_verify._serial_hex(0xABC) == "0ABC"
-    assert tls_verify._serial_hex(-0x10) == "-10"
+    assert client_cert._serial_hex(0) == "00"
+    assert client_cert._serial_hex(0xABC) == "0ABC"
+    assert client_cert._serial_hex(-0x10) == "-10"

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from mailgate.config import model
-from mailgate.worker.access_log import (
+from mailgate.worker.observe.access_log import (
     AccessLogs,
     CloseReason,
     LogFile,

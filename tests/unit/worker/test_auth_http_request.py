@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from mailgate.config.model import HttpURL, Protocol, ServerConfig, Source, VerifyClient
-from mailgate.worker.auth_http import (
+from mailgate.worker.auth_http.request import (
     TEMPUNAVAIL,
     UNAVAILABLE,
     AuthRequest,
@@ -17,7 +17,7 @@ from mailgate.worker.auth_http import (
     client_host_value,
     escape,
 )
-from mailgate.worker.proxy_protocol import ProxyInfo
+from mailgate.worker.proxy_protocol.codec import ProxyInfo
 
 URL = HttpURL(host="127.0.0.1", port=9000, uri="/auth", host_header="auth.example")
 

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.config.model import Protocol
-from mailgate.worker.auth_http import AuthRequest
-from mailgate.worker.auth_http_response import (
+from mailgate.worker.auth_http.request import AuthRequest
+from mailgate.worker.auth_http.response import (
     MAX_RESPONSE,
     AuthResponseParser,
     AuthResult,

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from mailgate.config.model import Protocol, ServerConfig, Source
-from mailgate.worker.backend import (
+from mailgate.worker.backend.login import (
     SMTP_AUTH_OK,
     BackendLogin,
     BackendOptions,

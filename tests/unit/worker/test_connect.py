@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from mailgate.worker.connect import Connector
-from mailgate.worker.loop import Loop
+from mailgate.worker.io.connect import Connector
+from mailgate.worker.io.loop import Loop
 
 
 def test_a_backend_connection_has_nodelay() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.worker import metrics
+from mailgate.worker.observe import metrics
 
 
 def value(child: object) -> float:

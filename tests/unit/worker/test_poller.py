@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailgate.worker.poller import EVENT_READ, EVENT_WRITE, EpollRegistry
+from mailgate.worker.io.poller import EVENT_READ, EVENT_WRITE, EpollRegistry
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate.worker.crc32c import crc32c
-from mailgate.worker.proxy_protocol import (
+from mailgate.worker.proxy_protocol.codec import (
     MAX_HEADER,
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
@@ -25,6 +24,7 @@ from mailgate.worker.proxy_protocol import (
     build_v2,
     parse_proxy_header,
 )
+from mailgate.worker.proxy_protocol.crc32c import crc32c
 from mailgate.worker.sansio import NEED_DATA
 
 CLIENT = ("192.0.2.7", 40000)

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mailgate.worker.loop import Loop
-from mailgate.worker.relay import Relay
-from mailgate.worker.stream import Stream
+from mailgate.worker.io.loop import Loop
+from mailgate.worker.io.relay import Relay
+from mailgate.worker.io.stream import Stream
 
 
 class Idle:

@@ -22,9 +22,9 @@ import dns.rrset
 import pytest
 
 from mailgate.config.model import Protocol, ServerConfig, Source
-from mailgate.worker import dns_wire
-from mailgate.worker.loop import Loop
-from mailgate.worker.resolver import (
+from mailgate.worker.io.loop import Loop
+from mailgate.worker.resolver import wire
+from mailgate.worker.resolver.client import (
     TEMPUNAVAIL,
     TIMEDOUT,
     UNAVAILABLE,
@@ -139,7 +139,7 @@ def test_invalid_ptr_name_is_tempunavail(loop: Loop, dns_server: DnsInfo) -> Non
 
 def test_ipv6_client(loop: Loop, dns_server: DnsInfo) -> None:
     assert resolve(make(loop, dns_server.server), "2001:db8::5") == ("mail.test", None)
-    ptr = dns_wire.reverse_name(ipaddress.ip_address("2001:db8::5"))
+    ptr = wire.reverse_name(ipaddress.ip_address("2001:db8::5"))
     assert f"PTR {ptr.to_text(omit_final_dot=True)}" in dns_server.queries()
 
 
@@ -362,11 +362,11 @@ def test_strerror_is_nginx_text() -> None:
     ],
 )
 def test_host_name_rule(name: str, valid: bool) -> None:
-    assert (dns_wire.host_name(name) is not None) == valid
+    assert (wire.host_name(name) is not None) == valid
 
 
 def reply_to(
-    query: dns_wire.Query, *records: str, rcode: dns.rcode.Rcode = dns.rcode.NOERROR
+    query: wire.Query, *records: str, rcode: dns.rcode.Rcode = dns.rcode.NOERROR
 ) -> dns.message.Message:
     reply = dns.message.make_response(query.message)
     reply.set_rcode(rcode)
@@ -377,44 +377,44 @@ def reply_to(
 
 
 def test_parse_reply_ignores_other_ids_and_questions() -> None:
-    query = dns_wire.make_query(dns.name.from_text("mail.test"), dns_wire.A)
-    other = dns_wire.make_query(dns.name.from_text("other.test"), dns_wire.A)
+    query = wire.make_query(dns.name.from_text("mail.test"), wire.A)
+    other = wire.make_query(dns.name.from_text("other.test"), wire.A)
     good = reply_to(query, "mail.test. 60 IN A 192.0.2.5")
-    assert dns_wire.parse_reply(query, good.to_wire()) == dns_wire.Answer(0, ("192.0.2.5",), 60)
-    assert dns_wire.parse_reply(other, good.to_wire()) is None
-    assert dns_wire.parse_reply(query, b"\x00garbage") is None
+    assert wire.parse_reply(query, good.to_wire()) == wire.Answer(0, ("192.0.2.5",), 60)
+    assert wire.parse_reply(other, good.to_wire()) is None
+    assert wire.parse_reply(query, b"\x00garbage") is None
 
 
 def test_parse_reply_follows_cnames() -> None:
-    query = dns_wire.make_query(dns.name.from_text("www.test"), dns_wire.A)
+    query = wire.make_query(dns.name.from_text("www.test"), wire.A)
     chained = reply_to(query, "www.test. 30 IN CNAME mail.test.", "mail.test. 60 IN A 192.0.2.5")
-    assert dns_wire.parse_reply(query, chained.to_wire()) == dns_wire.Answer(0, ("192.0.2.5",), 30)
+    assert wire.parse_reply(query, chained.to_wire()) == wire.Answer(0, ("192.0.2.5",), 30)
     dangling = reply_to(query, "www.test. 30 IN CNAME mail.test.")
-    answer = dns_wire.parse_reply(query, dangling.to_wire())
-    assert answer == dns_wire.Answer(0, (), 30, cname=dns.name.from_text("mail.test"))
+    answer = wire.parse_reply(query, dangling.to_wire())
+    assert answer == wire.Answer(0, (), 30, cname=dns.name.from_text("mail.test"))
 
 
 def test_parse_reply_keeps_raw_ptr_bytes() -> None:
     """A CR inside a label must reach the name check as a CR, not as dnspython's "\\013"."""
-    query = dns_wire.make_query(dns.name.from_text("8.2.0.192.in-addr.arpa"), dns_wire.PTR)
+    query = wire.make_query(dns.name.from_text("8.2.0.192.in-addr.arpa"), wire.PTR)
     reply = dns.message.make_response(query.message)
     evil = dns.name.Name([b"evil\r\nX-Injected: 1", b"test", b""])
     rrset = dns.rrset.from_text(query.qname, 60, "IN", "PTR", "placeholder.test.")
     rrset = dns.rrset.from_rdata(query.qname, 60, rrset[0].replace(target=evil))
     reply.answer.append(rrset)
-    answer = dns_wire.parse_reply(query, reply.to_wire())
+    answer = wire.parse_reply(query, reply.to_wire())
     assert answer is not None
     assert answer.values == ("evil\r\nX-Injected: 1.test",)
-    assert dns_wire.host_name(answer.values[0]) is None
+    assert wire.host_name(answer.values[0]) is None
 
 
 def test_parse_reply_error_codes_and_truncation() -> None:
-    query = dns_wire.make_query(dns.name.from_text("mail.test"), dns_wire.A)
+    query = wire.make_query(dns.name.from_text("mail.test"), wire.A)
     refused = reply_to(query, rcode=dns.rcode.REFUSED)
-    assert dns_wire.parse_reply(query, refused.to_wire()) == dns_wire.Answer(5)
+    assert wire.parse_reply(query, refused.to_wire()) == wire.Answer(5)
     truncated = reply_to(query)
     truncated.flags |= dns.flags.TC
-    assert dns_wire.parse_reply(query, truncated.to_wire()) == dns_wire.Answer(dns_wire.SERVFAIL)
+    assert wire.parse_reply(query, truncated.to_wire()) == wire.Answer(wire.SERVFAIL)
 
 
 def test_records_helper_builds_dnsmasq_arguments(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from mailgate.worker.stream import socket_family
+from mailgate.worker.io.stream import socket_family
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6, socket.AF_UNIX])

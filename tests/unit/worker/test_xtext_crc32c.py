@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate.worker.crc32c import crc32c
-from mailgate.worker.xtext import xtext_decode, xtext_encode
+from mailgate.worker.backend.xtext import xtext_decode, xtext_encode
+from mailgate.worker.proxy_protocol.crc32c import crc32c
 
 
 @pytest.mark.parametrize(

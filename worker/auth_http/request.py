@@ -2,7 +2,7 @@
 
 The session opens a new connection per request (HTTP/1.0, no keepalive), writes
 :func:`build_request`'s bytes and reads the answer with
-:class:`mailgate.worker.auth_http_response.AuthResponseParser`. Header order, escaping and which
+:class:`mailgate.worker.auth_http.response.AuthResponseParser`. Header order, escaping and which
 optional lines appear follow nginx exactly (spec §2.2), because auth servers written for nginx
 parse these bytes.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from mailgate.config.model import HttpURL, Protocol, ServerConfig, VerifyClient
-from mailgate.worker.proxy_protocol import ProxyInfo
+from mailgate.worker.proxy_protocol.codec import ProxyInfo
 
 # The client's auth method -> Auth-Method (ngx_mail_auth_http_method[]): SASL LOGIN is reported
 # as "plain", and "login" is never sent. "login" is still a distinct input because nginx sends

@@ -1,6 +1,6 @@
 """The I/O half of auth_http: one HTTP/1.0 request per login attempt, as nginx makes it.
 
-``auth_http.build_request`` writes the request and ``AuthResponseParser`` judges the answer;
+``build_request`` writes the request and ``AuthResponseParser`` judges the answer;
 this module connects (TCP or ``unix:``), sends, reads at most the parser's 1024-byte cap and
 reports one outcome. Transport failures become :class:`TransportError` with nginx's log line.
 """
@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailgate.config import model
-from mailgate.worker import auth_http
-from mailgate.worker.auth_http_response import MAX_RESPONSE, AuthResponseParser, AuthResult
-from mailgate.worker.connect import Connector, Target
-from mailgate.worker.loop import Loop, Timer
+from mailgate.worker.auth_http.request import AuthRequest, auth_peer_name, build_request
+from mailgate.worker.auth_http.response import MAX_RESPONSE, AuthResponseParser, AuthResult
+from mailgate.worker.io.connect import Connector, Target
+from mailgate.worker.io.loop import Loop, Timer
 from mailgate.worker.sansio import NEED_DATA
 
 
@@ -37,16 +37,16 @@ class AuthClient:
         self,
         loop: Loop,
         server: model.ServerConfig,
-        request: auth_http.AuthRequest,
+        request: AuthRequest,
         on_done: Callable[[AuthOutcome], None],
     ) -> None:
         url = server.auth_http
         assert url is not None, "proxy_pass servers never ask an auth server"
         self.loop = loop
         self.on_done = on_done
-        self.peer = auth_http.auth_peer_name(url)
+        self.peer = auth_peer_name(url)
         self._parser = AuthResponseParser(request, self.peer)
-        self._request = auth_http.build_request(server, request)
+        self._request = build_request(server, request)
         self._sock: socket.socket | None = None
         self._done = False
         target: Target = url.unix_path if url.unix_path is not None else (url.host, url.port)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol
-from mailgate.worker.auth_http import AuthRequest
+from mailgate.worker.auth_http.request import AuthRequest
 from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 

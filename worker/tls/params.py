@@ -17,8 +17,8 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.config.directives import where
 from mailgate.config.setters import full_path
-from mailgate.worker import libssl
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.tls import libssl
+from mailgate.worker.tls.errors import TLSConfigError
 
 SSL_CTRL_SET_GROUPS_LIST = 92  # SSL_CTX_set1_groups_list() == SSL_CTX_set1_curves_list()
 SSL_CONF_FLAG_FILE = 0x2

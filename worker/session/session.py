@@ -26,13 +26,16 @@ from typing import Protocol as TypingProtocol
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker import auth_http, backend, proxy_protocol, tls_verify
-from mailgate.worker import metrics as worker_metrics
-from mailgate.worker.access_log import AccessLogs, CloseReason, Resumed, SessionRecord
-from mailgate.worker.auth_client import AuthClient, AuthOutcome, TransportError
-from mailgate.worker.auth_http_response import Fail, Invalid, Ok, Wait
-from mailgate.worker.connect import Connector, describe
-from mailgate.worker.loop import Loop, Timer
+from mailgate.worker.auth_http.client import AuthClient, AuthOutcome, TransportError
+from mailgate.worker.auth_http.request import UNAVAILABLE, AuthRequest, ClientTls
+from mailgate.worker.auth_http.response import Fail, Invalid, Ok, Wait
+from mailgate.worker.backend import login
+from mailgate.worker.io.connect import Connector, describe
+from mailgate.worker.io.loop import Loop, Timer
+from mailgate.worker.io.relay import Relay
+from mailgate.worker.io.stream import Stream, socket_family
+from mailgate.worker.observe import metrics as worker_metrics
+from mailgate.worker.observe.access_log import AccessLogs, CloseReason, Resumed, SessionRecord
 from mailgate.worker.protocols import (
     MACHINES,
     NEED_DATA,
@@ -45,11 +48,11 @@ from mailgate.worker.protocols import (
     StartTLS,
     replies,
 )
-from mailgate.worker.relay import Relay
-from mailgate.worker.resolver import Resolver
+from mailgate.worker.proxy_protocol import codec
+from mailgate.worker.resolver.client import Resolver
 from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
 from mailgate.worker.sansio import log_text
-from mailgate.worker.stream import Stream, socket_family
+from mailgate.worker.tls import client_cert
 
 # A proxy sends its header with the connection: a client still sending one after this long is
 # not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
@@ -241,8 +244,8 @@ class Session:
         self.server = server
         self.loop = loop
         self.client_addr, self.client_port = _peer(sock, peer)
-        self.proxy: proxy_protocol.ProxyInfo | None = None
-        self.client_host = auth_http.UNAVAILABLE
+        self.proxy: codec.ProxyInfo | None = None
+        self.client_host = UNAVAILABLE
         self.login: bytes | None = None
         self.upstream: str | None = None
         self.action = "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
@@ -254,7 +257,7 @@ class Session:
         self.attempt = 0
         self._auth: AuthClient | None = None
         self._connector: Connector | None = None
-        self._login_machine: backend.BackendLogin | None = None
+        self._login_machine: login.BackendLogin | None = None
         self._credentials: Credentials | None = None
         self._cancel_lookup: Callable[[], None] | None = None
         self._timer: Timer | None = None
@@ -340,7 +343,7 @@ class Session:
         if self._login_machine is not None or self._connector is not None:
             if self._connector is not None:
                 self.metrics.backend_connect_failed()
-            self._backend_failed(backend.upstream_timed_out(self.server.protocol))
+            self._backend_failed(login.upstream_timed_out(self.server.protocol))
             return
         self._info("client timed out")
         self._because(CloseReason.TIMEOUT)
@@ -366,7 +369,7 @@ class Session:
         arrive, instead of readable with bytes that cannot be parsed yet. Once complete,
         exactly the rest of the header is consumed; what follows is the client's.
         """
-        room = proxy_protocol.MAX_HEADER - len(self._proxy_buf)
+        room = codec.MAX_HEADER - len(self._proxy_buf)
         try:
             data = self.sock.recv(room, socket.MSG_PEEK)
         except BlockingIOError:
@@ -382,14 +385,14 @@ class Session:
             self.close()
             return
         seen = bytes(self._proxy_buf) + data
-        result = proxy_protocol.parse_proxy_header(seen)
+        result = codec.parse_proxy_header(seen)
         if result is SANSIO_NEED_DATA:
             # Bounded: the parser refuses a v1 line past 107 bytes and a v2 header past
             # MAX_HEADER, so an incomplete header is always shorter than that.
             self.sock.recv(len(data))
             self._proxy_buf += data
             return
-        if isinstance(result, proxy_protocol.BrokenHeader):
+        if isinstance(result, codec.BrokenHeader):
             if result.log_message:
                 self._error(result.log_message)
             self._because(CloseReason.PROXY_PROTOCOL)
@@ -404,7 +407,7 @@ class Session:
         self._arm_timeout(self.server.timeout)
         self._start_stream()
 
-    def _take_real_address(self, info: proxy_protocol.ProxyInfo) -> None:
+    def _take_real_address(self, info: codec.ProxyInfo) -> None:
         """realip: the header's source replaces the peer, unless it is no IP address (as
         nginx, which keeps the connection's own address then)."""
         try:
@@ -501,13 +504,13 @@ class Session:
         if self.server.ssl_verify_client is model.VerifyClient.OFF:
             return True
         assert self.stream is not None and self.stream.tls is not None
-        outcome = tls_verify.verify_result(self.stream.tls, self.server)
+        outcome = client_cert.verify_result(self.stream.tls, self.server)
         if not outcome.rejected:
             return True
         self._info(outcome.log)
-        tls_verify.remove_session(self.stream.tls)
+        client_cert.remove_session(self.stream.tls)
         self._because(CloseReason.CERT_REJECTED)
-        cert_error = outcome.reply is tls_verify.VerifyReply.CERT_ERROR
+        cert_error = outcome.reply is client_cert.VerifyReply.CERT_ERROR
         lines = replies.CERT_ERROR if cert_error else replies.NO_CERT
         self._send_and_close(lines[self.server.protocol])
         return False
@@ -662,7 +665,7 @@ class Session:
         credentials = self._credentials
         assert credentials is not None
         self.action = "in http auth state"
-        request = auth_http.AuthRequest(
+        request = AuthRequest(
             protocol=self.server.protocol,
             method=credentials.method,
             user=credentials.user,
@@ -680,9 +683,9 @@ class Session:
         self._auth_started = time.monotonic()
         self._auth = AuthClient(self.loop, self.server, request, self._auth_done)
 
-    def _client_tls(self) -> auth_http.ClientTls | None:
+    def _client_tls(self) -> ClientTls | None:
         conn = self.stream.tls if self.stream is not None else None
-        return None if conn is None else tls_verify.client_tls(conn, self.server)
+        return None if conn is None else client_cert.client_tls(conn, self.server)
 
     def _auth_done(self, outcome: AuthOutcome) -> None:
         self._auth = None
@@ -780,21 +783,19 @@ class Session:
             self.loop, (ok.server, ok.port), self.server.timeout, self._backend_connected
         )
 
-    def _backend_login(self, ok: Ok, credentials: Credentials) -> backend.BackendLogin:
-        options = backend.BackendOptions.from_config(self.server, self._proxy_preamble())
+    def _backend_login(self, ok: Ok, credentials: Credentials) -> login.BackendLogin:
+        options = login.BackendOptions.from_config(self.server, self._proxy_preamble())
         if self.server.proxy_pass is not None:
             # A static route has no auth server: the backend judges the password, so its
             # refusal is the client's failed login, not an internal error.
             options = dataclasses.replace(options, pass_error_message=True)
         password = ok.password or b""
         if self.server.protocol is model.Protocol.IMAP:
-            return backend.ImapBackendLogin(
-                credentials.tag.rstrip(b" "), ok.user, password, options
-            )
+            return login.ImapBackendLogin(credentials.tag.rstrip(b" "), ok.user, password, options)
         if self.server.protocol is model.Protocol.POP3:
-            return backend.Pop3BackendLogin(ok.user, password, options)
+            return login.Pop3BackendLogin(ok.user, password, options)
         none = credentials.method == "none"
-        client = backend.SmtpClient(
+        client = login.SmtpClient(
             addr=self.client_addr,
             host=self.client_host,
             helo=credentials.helo,
@@ -802,7 +803,7 @@ class Session:
             mail_from=credentials.mail_from if none else None,
             rcpt_to=credentials.rcpt_to if none else None,
         )
-        return backend.SmtpBackendLogin(
+        return login.SmtpBackendLogin(
             server_name=self.server.server_name,
             client=client,
             user=b"" if none else ok.user,
@@ -813,20 +814,20 @@ class Session:
         )
 
     def _proxy_preamble(self) -> bytes:
-        """The PROXY header for ``proxy_protocol on|v2`` towards the backend."""
+        """The PROXY header for ``proxy_protocol on|v2`` towards the login."""
         mode = self.server.proxy_protocol
         if mode is model.ProxyProtocolOut.OFF:
             return b""
         client = (self.client_addr, self.client_port)
         local = _local(self.sock)
         if mode is model.ProxyProtocolOut.V1:
-            return proxy_protocol.build_v1(client, local)
+            return codec.build_v1(client, local)
         conn = self.stream.tls if self.stream is not None else None
         tlvs = None
         if conn is not None:
-            version, cipher = tls_verify.tls_summary(conn)
-            tlvs = proxy_protocol.TlsTlvs(version, cipher, alpn=conn.get_alpn_proto_negotiated())
-        return proxy_protocol.build_v2(client, local, tlvs)
+            version, cipher = client_cert.tls_summary(conn)
+            tlvs = codec.TlsTlvs(version, cipher, alpn=conn.get_alpn_proto_negotiated())
+        return codec.build_v2(client, local, tlvs)
 
     def _backend_connected(self, sock: socket.socket | None, error: str) -> None:
         self._connector = None
@@ -837,7 +838,7 @@ class Session:
         if sock is None:
             self.metrics.backend_connect_failed()
             self._backend_failed(
-                backend.Failed(self.machine.internal_error(), backend.LogLine("error", error))
+                login.Failed(self.machine.internal_error(), login.LogLine("error", error))
             )
             return
         self.action = "in upstream auth state"
@@ -861,16 +862,16 @@ class Session:
                 else:
                     stream.resume_reading()
                 return
-            if isinstance(event, backend.Send):
+            if isinstance(event, login.Send):
                 stream.write(event.data)
-            elif isinstance(event, backend.Done):
+            elif isinstance(event, login.Done):
                 self._logged_in(event)
                 return
             else:
                 self._backend_failed(event)
                 return
 
-    def _backend_failed(self, failed: backend.Failed) -> None:
+    def _backend_failed(self, failed: login.Failed) -> None:
         if failed.log is not None:
             log = self._error if failed.log.level == "error" else self._info
             log(failed.log.message)
@@ -881,7 +882,7 @@ class Session:
         self._login_machine = None
         self._send_and_close(failed.reply)
 
-    def _logged_in(self, done: backend.Done) -> None:
+    def _logged_in(self, done: login.Done) -> None:
         client, upstream = self.stream, self.backend
         assert client is not None and upstream is not None
         self._login_machine = None
@@ -1023,9 +1024,9 @@ class _BackendLoginHandler:
 
     def connection_lost(self, reason: str) -> None:
         self.session._backend_failed(
-            backend.Failed(
+            login.Failed(
                 self.session.machine.internal_error(),
-                backend.LogLine("error", reason),
+                login.LogLine("error", reason),
             )
         )
 

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol, ServerConfig
+from mailgate.worker.backend.xtext import xtext_encode
 from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
-from mailgate.worker.xtext import xtext_encode
 
 SMTP_AUTH_OK = b"235 2.0.0 OK\r\n"
 _MIN_REPLY = 4  # nginx judges nothing shorter: "b->last - b->pos < 4"

@@ -17,8 +17,9 @@ from OpenSSL import SSL
 
 from mailgate.shm.ticket_keys import SharedKey
 from mailgate.shm.zones import Zone
-from mailgate.worker import libssl, metrics, ticket_keys
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.observe import metrics
+from mailgate.worker.tls import libssl, ticket_key_files
+from mailgate.worker.tls.errors import TLSConfigError
 
 clock = time.time  # seconds; the rotation tests move it
 
@@ -30,7 +31,7 @@ class SharedKeys:
         self.zone = zone
         self.timeout = timeout
         self.keys: list[SharedKey] = []
-        self._native: dict[bytes, ticket_keys.NativeKey] = {}
+        self._native: dict[bytes, ticket_key_files.NativeKey] = {}
 
     def current(self, now: int, force: bool = False) -> list[SharedKey]:
         """The keys, synced with the zone when due; this copy (maybe none) if the zone's lock
@@ -48,11 +49,11 @@ class SharedKeys:
             self._native = {n: k for n, k in self._native.items() if n in names}
         return keys
 
-    def native(self, key: SharedKey) -> ticket_keys.NativeKey:
+    def native(self, key: SharedKey) -> ticket_key_files.NativeKey:
         found = self._native.get(key.name)
         if found is None:
-            found = ticket_keys.native_key(
-                ticket_keys.TicketKey(key.name, aes_key=key.aes_key, hmac_key=key.hmac_key)
+            found = ticket_key_files.native_key(
+                ticket_key_files.TicketKey(key.name, aes_key=key.aes_key, hmac_key=key.hmac_key)
             )
             self._native[key.name] = found
         return found
@@ -82,11 +83,11 @@ def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
 def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
     keys = SharedKeys(zone, timeout)
 
-    def sealing() -> ticket_keys.NativeKey | None:
+    def sealing() -> ticket_key_files.NativeKey | None:
         current = keys.current(int(clock()))
         return keys.native(current[0]) if current else None
 
-    def find(name: bytes) -> tuple[int, ticket_keys.NativeKey] | None:
+    def find(name: bytes) -> tuple[int, ticket_key_files.NativeKey] | None:
         i = keys.find(name, int(clock()))
         return None if i is None else (i, keys.native(keys.keys[i]))
 
@@ -94,5 +95,5 @@ def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
         if index == 1:  # 2 is the next key: another worker rotated before this one resynced
             metrics.ticket_previous_key(zone.name)
 
-    callback = ticket_keys.ticket_callback(sealing, find, older)
+    callback = ticket_key_files.ticket_callback(sealing, find, older)
     return keys, callback

@@ -59,9 +59,9 @@ from itertools import count
 import dns.name
 
 from mailgate.config.model import ServerConfig
-from mailgate.worker import dns_wire
-from mailgate.worker.dns_wire import Answer, Query, RdataType
-from mailgate.worker.loop import Loop, Timer
+from mailgate.worker.io.loop import Loop, Timer
+from mailgate.worker.resolver import wire
+from mailgate.worker.resolver.wire import Answer, Query, RdataType
 
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"
@@ -233,7 +233,7 @@ class _ClientHost:
         if cached is not None:
             self._on_ptr(Answer(0, cached), key=None)
             return
-        questions = [(dns_wire.reverse_name(client), dns_wire.PTR)]
+        questions = [(wire.reverse_name(client), wire.PTR)]
         self._run(questions, lambda answer: self._on_ptr(answer, key))
 
     def _on_ptr(self, answer: Answer, key: tuple[str, str] | None) -> None:
@@ -244,7 +244,7 @@ class _ClientHost:
         if key is not None:
             self._resolver.cache.put(key, answer.values, self._resolver.cache_ttl(answer.ttl))
         self._name = answer.values[0]  # nginx takes the first PTR record
-        qname = dns_wire.host_name(self._name)
+        qname = wire.host_name(self._name)
         if qname is None:
             self._finish(TEMPUNAVAIL, f"{self._address} resolved to invalid host name")
             return
@@ -256,8 +256,8 @@ class _ClientHost:
         if cached is not None:
             self._on_addresses(Answer(0, cached), key=None)
             return
-        types = [dns_wire.A] if self._resolver.ipv4 else []
-        types += [dns_wire.AAAA] if self._resolver.ipv6 else []
+        types = [wire.A] if self._resolver.ipv4 else []
+        types += [wire.AAAA] if self._resolver.ipv6 else []
         self._run([(qname, rdtype) for rdtype in types], lambda a: self._on_addresses(a, key))
 
     def _on_addresses(self, answer: Answer, key: tuple[str, str] | None) -> None:
@@ -301,7 +301,7 @@ def _state(code: int) -> str:
 
 
 def _failure(code: int) -> str:
-    return UNAVAILABLE if code == dns_wire.NXDOMAIN else TEMPUNAVAIL
+    return UNAVAILABLE if code == wire.NXDOMAIN else TEMPUNAVAIL
 
 
 class _Step:
@@ -360,7 +360,7 @@ class _Step:
 def _merge(answers: list[Answer]) -> Answer:
     values = tuple(value for answer in answers for value in answer.values)
     if not values:
-        return Answer(dns_wire.NXDOMAIN)
+        return Answer(wire.NXDOMAIN)
     return Answer(0, values, min(answer.ttl for answer in answers if answer.values))
 
 
@@ -386,7 +386,7 @@ class _Lookup:
         self._exchange.close()
 
     def _ask(self, qname: dns.name.Name) -> _Exchange:
-        query = dns_wire.make_query(qname, self._rdtype)
+        query = wire.make_query(qname, self._rdtype)
         return _Exchange(self._resolver, query, self._interval, self._on_answer)
 
     def _on_answer(self, answer: Answer) -> None:
@@ -394,7 +394,7 @@ class _Lookup:
             ttl = min([*self._ttls, answer.ttl])
             self._on_done(Answer(answer.rcode, answer.values, ttl))
         elif len(self._ttls) >= MAX_CNAME_HOPS:
-            self._on_done(Answer(dns_wire.SERVFAIL))
+            self._on_done(Answer(wire.SERVFAIL))
         else:
             self._ttls.append(answer.ttl)
             self._exchange = self._ask(answer.cname)
@@ -467,14 +467,14 @@ class _Exchange:
             return
         while self._on_answer is not None:
             try:
-                wire = sock.recv(_RECV_SIZE)
+                datagram = sock.recv(_RECV_SIZE)
             except BlockingIOError:
                 return
             except OSError:  # ICMP port unreachable, reported on the connected socket
                 self._drop(index)
                 self._fail_over()
                 return
-            answer = dns_wire.parse_reply(self._query, wire)
+            answer = wire.parse_reply(self._query, datagram)
             if answer is not None:
                 on_answer = self._on_answer
                 self.close()

@@ -20,9 +20,9 @@ from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.config.setters import full_path
-from mailgate.worker import libssl
-from mailgate.worker.auth_http import ClientTls
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.auth_http.request import ClientTls
+from mailgate.worker.tls import libssl
+from mailgate.worker.tls.errors import TLSConfigError
 
 SSL_VERIFY_PEER = 0x01
 X509_L_FILE_LOAD = 1

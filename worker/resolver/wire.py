@@ -1,7 +1,7 @@
 """DNS messages for the worker's resolver: dnspython encodes and decodes, nothing else.
 
 dnspython is used only for the wire format (``dns.message.make_query`` / ``from_wire``,
-``dns.reversename``); sockets, timers and retries belong to ``mailgate.worker.resolver`` on the
+``dns.reversename``); sockets, timers and retries belong to ``resolver.client`` on the
 worker's own loop. Answers are boiled down to what nginx's resolver keeps: the response code,
 the values of the queried type (PTR targets, or A/AAAA addresses as text), the smallest TTL,
 and the end of a CNAME chain the server did not resolve for us.

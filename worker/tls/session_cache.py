@@ -19,7 +19,8 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.shm import layout
 from mailgate.shm.zones import Zone
-from mailgate.worker import libssl, metrics
+from mailgate.worker.observe import metrics
+from mailgate.worker.tls import libssl
 
 TLS1_3_VERSION = 0x0304
 SESS_CACHE_NO_INTERNAL = 0x0300  # NO_INTERNAL_LOOKUP | NO_INTERNAL_STORE

@@ -21,8 +21,8 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
-from mailgate.worker import libssl
-from mailgate.worker.loop import Loop
+from mailgate.worker.io.loop import Loop
+from mailgate.worker.tls import libssl
 
 READ_CHUNK = 16384
 

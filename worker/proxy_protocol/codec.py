@@ -19,7 +19,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from mailgate.worker.crc32c import crc32c
+from mailgate.worker.proxy_protocol.crc32c import crc32c
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 
 SockName = tuple[str, int]

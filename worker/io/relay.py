@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from mailgate.worker.loop import Loop, Timer
-from mailgate.worker.stream import Stream
+from mailgate.worker.io.loop import Loop, Timer
+from mailgate.worker.io.stream import Stream
 
 
 class _Side:

@@ -9,7 +9,7 @@ import selectors
 import socket
 from collections.abc import Callable
 
-from mailgate.worker.loop import Loop, Timer
+from mailgate.worker.io.loop import Loop, Timer
 
 Target = tuple[str, int] | str  # (ip, port) or a unix socket path
 OnConnected = Callable[[socket.socket | None, str], None]  # (socket, or None and the reason)

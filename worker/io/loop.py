@@ -1,7 +1,7 @@
 """The worker's event loop: a readiness registry (epoll) plus a heap of timers.
 
 Register with ``loop.selector.register(sock, EVENT_READ, callback)`` and the loop calls
-``callback(mask)`` (see :mod:`mailgate.worker.poller`).
+``callback(mask)`` (see :mod:`mailgate.worker.io.poller`).
 Connections that outlive the accept call (sessions) ``track`` themselves so the worker can
 enforce ``worker_connections`` and know when a graceful shutdown is done.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailgate.worker.poller import EpollRegistry
+from mailgate.worker.io.poller import EpollRegistry
 
 ReadyCallback = Callable[[int], None]
 TimerCallback = Callable[[], None]

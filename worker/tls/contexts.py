@@ -22,15 +22,15 @@ from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
 from mailgate.shm import zones
-from mailgate.worker import (
+from mailgate.worker.tls import (
+    client_cert,
     libssl,
+    params,
     session_cache,
-    shared_tickets,
-    ticket_keys,
-    tls_params,
-    tls_verify,
+    ticket_key_files,
+    ticket_key_zone,
 )
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.tls.errors import TLSConfigError
 
 if TYPE_CHECKING:  # the name changed across cryptography releases; only mypy needs it
     from cryptography.hazmat.primitives.asymmetric.types import (
@@ -92,23 +92,23 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     # is three records). The stream asks SSL_has_pending() before it waits for the socket.
     py_lib.SSL_CTX_set_read_ahead(ctx._context, 1)
     _apply_protocols(ctx, server.ssl_protocols)
-    tls_params.apply_alpn(ctx, server.protocol)
+    params.apply_alpn(ctx, server.protocol)
     _apply_ciphers(ctx, server)
     leaves = _apply_certificates(ctx, server)
     _apply_certificate_compression(server)
-    tls_verify.apply_verification(ctx, server)
-    tls_params.apply_dhparam(ctx, server.ssl_dhparam)
-    tls_params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
+    client_cert.apply_verification(ctx, server)
+    params.apply_dhparam(ctx, server.ssl_dhparam)
+    params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
     zone = _apply_session_cache(ctx, server, leaves)
     if not server.ssl_session_tickets:
         ctx.set_options(SSL.OP_NO_TICKET)
-    ticket_keys.install(ctx, ticket_keys.load_keys(server.ssl_session_ticket_key))
+    ticket_key_files.install(ctx, ticket_key_files.load_keys(server.ssl_session_ticket_key))
     if zone is not None and server.ssl_session_tickets and not server.ssl_session_ticket_key:
         # nginx 1.23.2: no key files but a shared zone, so the zone holds rotating keys.
         # Without either, OpenSSL's own random keys serve: made here with the context, in
         # the master before fork, so every worker of a generation shares them.
-        shared_tickets.install(ctx, zone, int(server.ssl_session_timeout))
-    tls_params.apply_conf_commands(ctx, server.ssl_conf_command)
+        ticket_key_zone.install(ctx, zone, int(server.ssl_session_timeout))
+    params.apply_conf_commands(ctx, server.ssl_conf_command)
     return ctx
 
 
@@ -179,7 +179,7 @@ def _session_id_context(
     ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
 ) -> bytes:
     """SHA-256 over "MAIL", each certificate's SHA-1, each client CA name's SHA-1 and the
-    digest of the whole client-certificate policy (:func:`tls_verify.policy_digest`).
+    digest of the whole client-certificate policy (:func:`client_cert.policy_digest`).
 
     OpenSSL resumes a session, by ID or by ticket, only where its context matches, so a
     session made under one server block never resumes under another that would have judged
@@ -189,9 +189,9 @@ def _session_id_context(
     digest = hashlib.sha256(SESSION_ID_CONTEXT_PREFIX)
     for leaf in leaves:
         digest.update(leaf.fingerprint(hashes.SHA1()))
-    for name_digest in tls_verify.client_ca_name_digests(ctx):
+    for name_digest in client_cert.client_ca_name_digests(ctx):
         digest.update(name_digest)
-    digest.update(tls_verify.policy_digest(server))
+    digest.update(client_cert.policy_digest(server))
     return digest.digest()
 
 

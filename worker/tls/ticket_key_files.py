@@ -17,8 +17,9 @@ from typing import Any
 
 from OpenSSL import SSL
 
-from mailgate.worker import libssl, metrics
-from mailgate.worker.tls_errors import TLSConfigError
+from mailgate.worker.observe import metrics
+from mailgate.worker.tls import libssl
+from mailgate.worker.tls.errors import TLSConfigError
 
 NAME_SIZE = 16
 IV_SIZE = 16  # EVP_MAX_IV_LENGTH; AES-CBC uses all of it

@@ -1,0 +1,1 @@
+"""Logging in to the backend (sans-IO) and the encodings it needs."""

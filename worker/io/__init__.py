@@ -1,0 +1,1 @@
+"""Sockets on the worker's loop: the loop, epoll, streams, outgoing connects, the relay."""

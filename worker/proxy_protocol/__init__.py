@@ -1,0 +1,1 @@
+"""The PROXY protocol: headers read from balancers and written to backends."""

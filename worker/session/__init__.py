@@ -1,0 +1,1 @@
+"""One client session from accept to close, and the factory that makes them."""

@@ -1,0 +1,1 @@
+"""TLS: contexts per server, parameters, client certificates, session caches, ticket keys."""
