@@ -15,6 +15,7 @@ from __future__ import annotations
 import grp
 import hashlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -171,7 +172,8 @@ def test_a_squatted_metrics_folder_does_not_stop_the_start(
     assert wait_until(lambda: scrape(port) == 200)
     (made,) = set(os.listdir(shared_tmp)) - {squatted.name}
     info = (shared_tmp / made).stat()
-    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o700)
+    # The workers write there: a root master without ``user`` runs them as nobody.
+    assert (info.st_uid, info.st_mode & 0o777) == (pwd.getpwnam("nobody").pw_uid, 0o700)
     assert os.listdir(squatted) == []  # nothing written where another user could read it
     master.signal(signal.SIGQUIT)
     assert master.wait() == 0

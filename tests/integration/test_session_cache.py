@@ -35,7 +35,16 @@ from tests.integration.test_observability import parse, reload, scrape_directory
 
 pytestmark = pytest.mark.slow
 
-MAX_CONNECTS = 60
+# Accepts go to whichever worker wakes first: on a loaded 2-core machine one of four workers
+# can miss 60 connections in a row, so the tests that must reach every worker try for a while.
+REACH_EVERY_WORKER = 30.0  # seconds
+
+
+def attempts() -> Iterator[None]:
+    """Keep connecting until the caller has what it waits for, for at most REACH_EVERY_WORKER."""
+    deadline = time.monotonic() + REACH_EVERY_WORKER
+    while time.monotonic() < deadline:
+        yield None
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +142,7 @@ def resume_on_every_worker(master: Master, ctx: ssl.SSLContext, *, chain: bool =
     reused, session, _ = connect(master, ctx, None)
     assert not reused
     served: set[int] = set()
-    for _ in range(MAX_CONNECTS):
+    for _ in attempts():
         reused, newer, pid = connect(master, ctx, session)
         assert reused, f"worker {pid} did not resume ({len(served)} workers did)"
         served.add(pid)
@@ -194,7 +203,7 @@ def test_builtin_resumes_only_within_one_worker(
     ctx = client_context(tls_files, TLS12)
     _, session, first = connect(master, ctx, None)
     seen: dict[int, bool] = {}
-    for _ in range(MAX_CONNECTS):
+    for _ in attempts():
         reused, _, pid = connect(master, ctx, session)
         seen.setdefault(pid, reused)
         assert reused is (pid == first)
@@ -236,7 +245,7 @@ def resume_on_every_worker_from(
     master: Master, ctx: ssl.SSLContext, session: ssl.SSLSession | None
 ) -> None:
     workers, served = set(master.workers()), set()
-    for _ in range(MAX_CONNECTS):
+    for _ in attempts():
         reused, _, pid = connect(master, ctx, session)
         assert reused
         served.add(pid)
@@ -304,7 +313,7 @@ def test_s_client_chain_resumes_on_every_worker(
     out, _ = s_client(master, tls_files, *args, "-sess_out", session)
     assert "New," in out
     served: set[int] = set()
-    for _ in range(MAX_CONNECTS):
+    for _ in attempts():
         out, pid = s_client(master, tls_files, *args, "-sess_in", session, "-sess_out", session)
         assert "Reused," in out, out
         served.add(pid)
@@ -377,7 +386,7 @@ def test_sessions_survive_a_binary_upgrade(
         os.kill(old, signal.SIGQUIT)
         assert master.wait(10) == 0
         served: set[int] = set()
-        for _ in range(MAX_CONNECTS):
+        for _ in attempts():
             reused, _, pid = connect(master, ctx, session)
             assert reused, f"new worker {pid} did not resume"
             served.add(pid)
