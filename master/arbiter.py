@@ -21,10 +21,12 @@ from mailgate.master import environment, files, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
-from mailgate.master.metrics import ENV, MetricsError, MetricsServer, mark_dead
+from mailgate.master.metrics import MetricsError
+from mailgate.master.metrics import events as metric_events
+from mailgate.master.metrics.directory import ENV, mark_dead
+from mailgate.master.metrics.supervisor import MetricsServer
 from mailgate.master.pidfile import PidFile
 from mailgate.worker.io.loop import drain
-from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.process import (
     BOOT_ERROR,
     Handler,
@@ -248,7 +250,7 @@ class Arbiter:
                 new_log.close()
             self.log.emerg(str(err))
             self.log.alert("reload failed, the old configuration keeps running")
-            worker_metrics.reload_done(False)
+            metric_events.reload_done(False)
             return
         if new_log is not None:
             self.log.adopt(new_log)
@@ -263,7 +265,7 @@ class Arbiter:
             self.metrics.configure(config.main.metrics_listen)
         except MetricsError as err:
             self.log.alert(f"{err}, the metrics endpoint is unchanged")
-        worker_metrics.reload_done(True)
+        metric_events.reload_done(True)
         generation.retire(self.current, new)
         self.current = new
         self._follow_pid_path(config.main.pid)
@@ -322,7 +324,7 @@ class Arbiter:
         except OSError as err:
             self.log.alert(f'execve() "{self.argv[0]}" failed ({os_error(err)})')
             self._take_pid_file_back()
-            worker_metrics.upgrade_done(False)
+            metric_events.upgrade_done(False)
             return
         self.new_binary = pid
         self.log.notice(f"start new binary process {pid}")
@@ -430,7 +432,7 @@ class Arbiter:
         # WINCH stopped our workers, start them again (nginx's ngx_restart).
         self._log_exit(pid, status, "new binary process")
         self.new_binary = 0
-        worker_metrics.upgrade_done(False)
+        metric_events.upgrade_done(False)
         self._take_pid_file_back()
         if self.noaccepting and not self.stopping:
             self.noaccepting = False
@@ -451,7 +453,7 @@ class Arbiter:
         clients wait in the backlog. Only a worker that exited by itself right after its fork
         failed in its own start-up, and would fail again: that one is delayed, doubling.
         """
-        worker_metrics.worker_restarted()
+        metric_events.worker_restarted()
         now = time.monotonic()
         if os.WIFSIGNALED(status):
             return

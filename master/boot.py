@@ -14,11 +14,12 @@ from collections.abc import Mapping
 
 from mailgate.config import model
 from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
-from mailgate.master import metrics as master_metrics
 from mailgate.master.arbiter import Arbiter, Reloader
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
+from mailgate.master.metrics import MetricsError, supervisor
+from mailgate.master.metrics import directory as metrics_directory
+from mailgate.master.metrics import events as metric_events
 from mailgate.master.pidfile import PidFile
-from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.process import Listening, Worker
 
 
@@ -52,15 +53,15 @@ def start(
         log.emerg(str(err))
         return 1
     # Bound before detaching, like the mail listeners, so a bind failure reaches the terminal.
-    metrics_server = master_metrics.MetricsServer(log)
+    metrics_server = supervisor.MetricsServer(log)
     try:
         metrics_server.configure(config.main.metrics_listen)
-    except master_metrics.MetricsError as err:
+    except MetricsError as err:
         log.emerg(str(err))
         listeners.close_all(first.listeners, unlink=inherited is None)
         return 1
     if inherited is not None:
-        worker_metrics.upgrade_done(True)
+        metric_events.upgrade_done(True)
     ready = None
     if config.main.daemon and inherited is None:
         ready = daemon.daemonize()
@@ -101,7 +102,7 @@ def start(
     finally:
         metrics_server.stop()
         if arbiter is None or not arbiter.upgrading:
-            master_metrics.release_directory()  # a new binary's workers still write there
+            metrics_directory.release_directory()  # a new binary's workers still write there
         zones.release()  # cold stop: unlink the shared zones unless a new master took them
         if pid is not None:
             pid.remove()

@@ -90,13 +90,14 @@ def _run(opts: options.Options, paths: Paths, early: ErrorLog) -> int:
         return send_signal(paths, opts.signal, early)
     if opts.test:
         return test(paths, early, quiet=opts.quiet, dump=opts.dump, default_log=opts.error_log)
-    from mailgate.master import metrics as master_metrics
+    from mailgate.master.metrics import MetricsError
+    from mailgate.master.metrics import directory as metrics_directory
 
     try:
         config = paths.parse()
         # Before anything imports prometheus_client: its value class is chosen at import.
-        master_metrics.prepare_environment(config.main.metrics_listen, files.worker_uid(config))
-    except (ConfigError, master_metrics.MetricsError) as err:
+        metrics_directory.prepare_environment(config.main.metrics_listen, files.worker_uid(config))
+    except (ConfigError, MetricsError) as err:
         early.emerg(str(err))
         return 1
     generation = _build(paths, early, config)

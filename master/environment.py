@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mailgate.master import metrics
+from mailgate.master.metrics import directory as metrics_directory
 
 # Variables mailgate itself relies on in a worker; never the admin's to drop.
-INTERNAL = (metrics.ENV,)
+INTERNAL = (metrics_directory.ENV,)
 
 
 def worker_environment(

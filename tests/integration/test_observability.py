@@ -38,7 +38,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailgate.config import model
-from mailgate.master import metrics as master_metrics
+from mailgate.master.metrics import MetricsError
+from mailgate.master.metrics import directory as metrics_directory
+from mailgate.master.metrics import endpoint as metrics_endpoint
+from mailgate.master.metrics import supervisor as metrics_supervisor
 from tests.conftest import USERS, Master, TlsFiles, children, cmdline, free_port, wait_until
 from tests.servers.dovecot import DovecotInfo
 
@@ -71,10 +74,10 @@ def total(families: Families, sample: str, **labels: str) -> float:
 def scrape_directory(path: Path) -> str:
     """What the metrics process would answer, computed in a fresh interpreter."""
     code = (
-        "import sys; from mailgate.master.metrics import scrape; "
+        "import sys; from mailgate.master.metrics.endpoint import scrape; "
         "sys.stdout.write(scrape().decode())"
     )
-    env = {**os.environ, master_metrics.ENV: str(path)}
+    env = {**os.environ, metrics_directory.ENV: str(path)}
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
@@ -133,7 +136,7 @@ sys.stdin.read()
 
 @contextlib.contextmanager
 def writer(directory: Path, count: int) -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, master_metrics.ENV: str(directory)}
+    env = {**os.environ, metrics_directory.ENV: str(directory)}
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(count)],
         env=env,
@@ -161,16 +164,16 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "metrics"
     path.mkdir(mode=0o700)
-    monkeypatch.setenv(master_metrics.ENV, str(path))
+    monkeypatch.setenv(metrics_directory.ENV, str(path))
     return path
 
 
 @pytest.fixture
-def server() -> Iterator[Callable[[int], master_metrics.MetricsServer]]:
-    started: list[master_metrics.MetricsServer] = []
+def server() -> Iterator[Callable[[int], metrics_supervisor.MetricsServer]]:
+    started: list[metrics_supervisor.MetricsServer] = []
 
-    def start(port: int) -> master_metrics.MetricsServer:
-        srv = master_metrics.MetricsServer(Log())
+    def start(port: int) -> metrics_supervisor.MetricsServer:
+        srv = metrics_supervisor.MetricsServer(Log())
         srv.configure(listen(port))
         srv.start()
         started.append(srv)
@@ -223,12 +226,12 @@ def test_scrape_sums_two_workers(metrics_dir: Path, server: Callable[..., Any]) 
             assert len(info) == 1 and info[0].value == 1
             assert set(info[0].labels) == {"version", "python", "openssl"}
         stop(first)
-        master_metrics.mark_dead(first.pid)  # what the master's reap loop does
+        metrics_directory.mark_dead(first.pid)  # what the master's reap loop does
         fam = parse(http_get(port)[1])
         assert total(fam, "mailgate_connections_active") == 1  # the dead one's live gauge left
         assert total(fam, "mailgate_connections_accepted_total") == 8  # its counters stay
         assert total(fam, "mailgate_worker_processes") == 1
-    assert cmdline(srv.pid) == master_metrics.TITLE
+    assert cmdline(srv.pid) == metrics_endpoint.TITLE
 
 
 def test_promtool_accepts_the_scrape(metrics_dir: Path, server: Callable[..., Any]) -> None:
@@ -272,7 +275,7 @@ def test_a_killed_metrics_process_is_respawned(
 ) -> None:
     port = free_port()
     srv = server(port)
-    time.sleep(master_metrics.QUICK_DEATH)
+    time.sleep(metrics_supervisor.QUICK_DEATH)
     pid = srv.pid
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
@@ -286,21 +289,19 @@ def test_a_bad_address_is_reported_like_nginx(metrics_dir: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        srv = master_metrics.MetricsServer(Log())
-        with pytest.raises(
-            master_metrics.MetricsError, match=rf"bind\(\) to 127.0.0.1:{port} failed \(98: "
-        ):
+        srv = metrics_supervisor.MetricsServer(Log())
+        with pytest.raises(MetricsError, match=rf"bind\(\) to 127.0.0.1:{port} failed \(98: "):
             srv.configure(listen(port))
 
 
 ORPHAN = """
 import sys, time
 from mailgate.config import model
-from mailgate.master import metrics
+from mailgate.master.metrics import supervisor
 class Log:
     def alert(self, m): pass
     def notice(self, m): pass
-srv = metrics.MetricsServer(Log())
+srv = supervisor.MetricsServer(Log())
 srv.configure(model.MetricsListen(2, "127.0.0.1", int(sys.argv[1]), model.Source("t", 1)))
 srv.start()
 print(srv.pid, flush=True)
@@ -351,8 +352,8 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_metrics_off_creates_nothing_and_unsets_the_variable(
     private_tmp: Path, no_prometheus: None
 ) -> None:
-    env = {master_metrics.ENV: "/somewhere"}
-    assert master_metrics.prepare_environment(None, None, env) is None
+    env = {metrics_directory.ENV: "/somewhere"}
+    assert metrics_directory.prepare_environment(None, None, env) is None
     assert env == {}
     assert os.listdir(private_tmp) == []
 
@@ -361,35 +362,35 @@ def test_metrics_on_makes_a_fresh_private_folder_removed_at_stop(
     private_tmp: Path, no_prometheus: None
 ) -> None:
     env: dict[str, str] = {}
-    path = master_metrics.prepare_environment(listen(9), None, env)
-    assert path is not None and env[master_metrics.ENV] == path
+    path = metrics_directory.prepare_environment(listen(9), None, env)
+    assert path is not None and env[metrics_directory.ENV] == path
     assert Path(path).parent == private_tmp
     info = os.stat(path)
     assert (info.st_uid, info.st_mode & 0o777) == (os.geteuid(), 0o700)
-    master_metrics.release_directory()
+    metrics_directory.release_directory()
     assert os.listdir(private_tmp) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder away")
 def test_the_folder_belongs_to_the_workers_user(private_tmp: Path, no_prometheus: None) -> None:
-    path = master_metrics.prepare_environment(listen(9), 65534, {})
+    path = metrics_directory.prepare_environment(listen(9), 65534, {})
     assert path is not None and os.stat(path).st_uid == 65534
-    master_metrics.release_directory()
+    metrics_directory.release_directory()
 
 
 def test_cold_start_wipes_the_admins_folder(instance_dir: Path, no_prometheus: None) -> None:
-    env = {master_metrics.ENV: str(instance_dir)}
+    env = {metrics_directory.ENV: str(instance_dir)}
     (instance_dir / "counter_4194303.db").write_bytes(b"x")  # a pid no process has
-    assert master_metrics.prepare_environment(listen(9), None, env) == str(instance_dir)
+    assert metrics_directory.prepare_environment(listen(9), None, env) == str(instance_dir)
     assert os.listdir(instance_dir) == []
-    master_metrics.release_directory()
+    metrics_directory.release_directory()
     assert instance_dir.is_dir()  # the admin's: kept
 
 
 def test_upgrade_keeps_the_directory(instance_dir: Path, no_prometheus: None) -> None:
     (instance_dir / "counter_4194303.db").write_bytes(b"x")
-    env = {master_metrics.UPGRADE_ENV: "3;4;", master_metrics.ENV: str(instance_dir)}
-    master_metrics.prepare_environment(listen(9), None, env)
+    env = {metrics_directory.UPGRADE_ENV: "3;4;", metrics_directory.ENV: str(instance_dir)}
+    metrics_directory.prepare_environment(listen(9), None, env)
     assert os.listdir(instance_dir) == ["counter_4194303.db"]
 
 
@@ -398,8 +399,8 @@ def test_a_running_instance_keeps_its_directory(instance_dir: Path, no_prometheu
     try:
         assert wait_until(lambda: "mailgate" in cmdline(sleeper.pid))  # exec'd
         (instance_dir / f"counter_{sleeper.pid}.db").write_bytes(b"x")
-        env = {master_metrics.ENV: str(instance_dir)}
-        master_metrics.prepare_environment(listen(9), None, env)
+        env = {metrics_directory.ENV: str(instance_dir)}
+        metrics_directory.prepare_environment(listen(9), None, env)
         assert os.listdir(instance_dir) == [f"counter_{sleeper.pid}.db"]
     finally:
         sleeper.kill()
@@ -408,15 +409,17 @@ def test_a_running_instance_keeps_its_directory(instance_dir: Path, no_prometheu
 
 def test_a_folder_others_can_write_is_refused(instance_dir: Path, no_prometheus: None) -> None:
     instance_dir.chmod(0o777)
-    with pytest.raises(master_metrics.MetricsError, match="is not a private folder"):
-        master_metrics.prepare_environment(listen(9), None, {master_metrics.ENV: str(instance_dir)})
+    with pytest.raises(MetricsError, match="is not a private folder"):
+        metrics_directory.prepare_environment(
+            listen(9), None, {metrics_directory.ENV: str(instance_dir)}
+        )
 
 
 def test_prepare_refuses_after_prometheus_client_was_imported() -> None:
     import prometheus_client  # noqa: F401
 
-    with pytest.raises(master_metrics.MetricsError, match="imported before"):
-        master_metrics.prepare_environment(listen(9), None, {})
+    with pytest.raises(MetricsError, match="imported before"):
+        metrics_directory.prepare_environment(listen(9), None, {})
 
 
 def test_the_command_line_does_not_import_prometheus_client() -> None:
@@ -593,7 +596,7 @@ def gateway_master(
     # so the test can read the counters there too.
     path = tmp_path / "metrics"
     path.mkdir(mode=0o700, exist_ok=True)
-    monkeypatch.setenv(master_metrics.ENV, str(path))
+    monkeypatch.setenv(metrics_directory.ENV, str(path))
     try:
         master = mailgate(text=text, expect=2)
         yield master, path, metrics_port
@@ -695,7 +698,7 @@ def test_endpoint_serves_the_counters_and_survives_a_reload(
     master, _, metrics_port = gateway_master
     assert wait_until(lambda: http_get(metrics_port)[0] == 200, 10), master.log()
     (metrics_pid,) = [p for p in children(master.pid) if "metrics" in cmdline(p)]
-    assert cmdline(metrics_pid) == master_metrics.TITLE
+    assert cmdline(metrics_pid) == metrics_endpoint.TITLE
     scrape = lambda: http_get(metrics_port)[1]  # noqa: E731
     base = settled(scrape)
     traffic = Traffic(master.port, tls_files.ca)

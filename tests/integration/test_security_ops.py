@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.master import metrics as master_metrics
+from mailgate.master.metrics import directory as metrics_directory
 from tests.conftest import Master, cmdline, free_port, wait_until
 from tests.servers.files import reachable_dir
 
@@ -111,7 +111,7 @@ def shared_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="mailgate-shared-tmp-"))
     folder.chmod(0o1777)
     monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.delenv(master_metrics.ENV, raising=False)
+    monkeypatch.delenv(metrics_directory.ENV, raising=False)
     try:
         yield folder
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.master import metrics as master_metrics
+from mailgate.master.metrics import directory as metrics_directory
 from mailgate.shm import segment, zones
 from tests.conftest import (
     Master,
@@ -92,7 +92,7 @@ def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     only with ``metrics_listen``: see :func:`metrics_on`)."""
     path = tmp_path / "metrics"
     path.mkdir(mode=0o700)
-    monkeypatch.setenv(master_metrics.ENV, str(path))
+    monkeypatch.setenv(metrics_directory.ENV, str(path))
     return path
 
 

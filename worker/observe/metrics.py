@@ -2,9 +2,9 @@
 
 prometheus_client picks its value class when it is first imported, so it is imported here only
 when the first metric is made (:func:`families`), never at module import: the master sets the
-directory (``mailgate.master.metrics.prepare_environment``) after parsing its command line,
-and importing this module earlier must not freeze the choice. Each process writes its own
-files; the metrics process sums them per scrape. Gauges say how to combine processes
+directory (``mailgate.master.metrics.directory.prepare_environment``) after parsing its
+command line, and importing this module earlier must not freeze the choice. Each process
+writes its own files; the metrics process sums them per scrape. Gauges say how to combine processes
 (``multiprocess_mode``); there is no ``pid`` label, no Info/Enum.
 
 Per-connection cost: a session holds a :class:`ListenerMetrics` made once per listener, whose
@@ -38,8 +38,6 @@ Metric names (all counters end in ``_total`` on the wire):
 from __future__ import annotations
 
 import bisect
-import importlib.metadata
-import platform
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -455,7 +453,7 @@ def shm_error(zone: str, op: str) -> None:
     families().shm_errors.labels(zone, op).inc()
 
 
-# -- process lifecycle (called by the master and the worker) ---------------------------------
+# -- process lifecycle (the master's events are in mailgate.master.metrics.events) -----------
 
 
 def process_started() -> None:
@@ -470,30 +468,3 @@ def process_started() -> None:
     # to this pid's files; the start time opens the one file kind no early metric uses.
     fam.workers.set(1)
     fam.last_start.set(time.time())
-
-
-def worker_restarted() -> None:
-    """The master respawned a worker that exited unexpectedly."""
-    families().worker_restarts.inc()
-
-
-def reload_done(ok: bool) -> None:
-    families().reloads.labels(OK if ok else FAILED).inc()
-
-
-def upgrade_done(ok: bool) -> None:
-    families().upgrades.labels(OK if ok else FAILED).inc()
-
-
-def build_info() -> None:
-    """Set ``mailgate_build_info`` to 1 (in the metrics process)."""
-    from OpenSSL import SSL
-
-    openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
-    version = importlib.metadata.version("mailgate")
-    families().build_info.labels(version, platform.python_version(), openssl).set(1)
-
-
-def now() -> float:
-    """The clock for durations (monotonic)."""
-    return time.monotonic()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailgate.master import metrics
 from mailgate.master.environment import worker_environment
+from mailgate.master.metrics import directory as metrics_directory
 
 INHERITED = {"TZ": "UTC", "PATH": "/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
@@ -26,5 +26,5 @@ def test_env_name_absent_from_the_parent_is_not_invented() -> None:
 
 
 def test_the_metrics_directory_survives() -> None:
-    env = worker_environment((), {**INHERITED, metrics.ENV: "/tmp/m"})
-    assert env == {"TZ": "UTC", metrics.ENV: "/tmp/m"}
+    env = worker_environment((), {**INHERITED, metrics_directory.ENV: "/tmp/m"})
+    assert env == {"TZ": "UTC", metrics_directory.ENV: "/tmp/m"}
