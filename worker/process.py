@@ -31,6 +31,7 @@ import setproctitle
 from mailgate.config import core, model
 from mailgate.worker.io.loop import Loop, drain
 from mailgate.worker.io.stream import socket_family
+from mailgate.worker.observe import batching
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.session.session import SessionFactory
 
@@ -185,7 +186,7 @@ class Worker:
         random.seed()
         self._set_rlimit_nofile()
         worker_metrics.process_started()
-        worker_metrics.defer_writes()  # flushed from run(), see worker_metrics.flush_due
+        batching.defer_writes()  # flushed from run(), see batching.flush_due
         if isinstance(self.handler, SessionFactory):
             self.handler.open_logs()  # as root, before the user drop, like nginx's log files
         if single:
@@ -217,9 +218,9 @@ class Worker:
                     break
                 # At most 1 s per turn, so deferred metrics reach the files within ~2 s.
                 self.loop.run_once(max_wait=1.0)
-                worker_metrics.flush_due()
+                batching.flush_due()
         finally:
-            worker_metrics.flush()  # what this worker counted must outlive it
+            batching.flush()  # what this worker counted must outlive it
         self._close_listeners()
         return 0
 

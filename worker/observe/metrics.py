@@ -1,4 +1,8 @@
-"""Prometheus metrics, written by every process into ``PROMETHEUS_MULTIPROC_DIR``.
+"""The metrics schema: every Prometheus family, and the small API that counts into them.
+
+Every process writes into ``PROMETHEUS_MULTIPROC_DIR``. A worker's per-connection writes are
+deferred and batched by :mod:`mailgate.worker.observe.batching`; the master's own events
+(restarts, reloads, upgrades, build info) are in :mod:`mailgate.master.metrics.events`.
 
 prometheus_client picks its value class when it is first imported, so it is imported here only
 when the first metric is made (:func:`families`), never at module import: the master sets the
@@ -37,9 +41,10 @@ Metric names (all counters end in ``_total`` on the wire):
 
 from __future__ import annotations
 
-import bisect
 import time
 from typing import TYPE_CHECKING, Any
+
+from mailgate.worker.observe import batching
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge
@@ -178,128 +183,6 @@ def families() -> Families:
     return _families
 
 
-# -- deferred writes (a worker's per-connection events) --------------------------------------
-#
-# Hot path: a prometheus_client multiprocess ``inc()`` takes a lock, checks the pid and packs
-# the value into the mmapped file, about 2 µs warm and several times that cold; a session makes
-# eight to twelve of them. A worker therefore adds its per-connection events up in a plain
-# dict and writes the sums at most once per ``FLUSH_INTERVAL`` (from its loop, and when it
-# stops), so a scrape is exact up to that delay. Outside a worker (tests, tools) writes stay
-# immediate.
-
-FLUSH_INTERVAL = 1.0  # seconds a per-connection event may wait before it is in the files
-_deferred = False
-_pending: dict[Any, float] = {}  # counter or gauge child -> amount not written yet
-_closes: dict[Any, float] = {}  # sessions_total children: written last, see flush()
-_observed: list[tuple[Any, float]] = []  # (histogram child, value) not observed yet
-_next_flush = 0.0
-
-
-def defer_writes() -> None:
-    """From now on (in this worker) add events up and write them in :func:`flush_due`."""
-    global _deferred
-    _deferred = True
-
-
-def _inc(child: Any, amount: float = 1.0) -> None:
-    if _deferred:
-        _pending[child] = _pending.get(child, 0.0) + amount
-    else:
-        child.inc(amount)
-
-
-def _observe(child: Any, value: float) -> None:
-    if _deferred:
-        _observed.append((child, value))
-    else:
-        child.observe(value)
-
-
-def flush() -> None:
-    """Write every deferred event now (a gauge's +1/-1 that cancelled out writes nothing).
-
-    Connections accepted are written at once and the sessions that ended last, so a scrape
-    that sees as many sessions ended as accepted also sees every event of those sessions."""
-    pending = list(_pending.items())
-    _pending.clear()
-    for child, amount in pending:
-        if amount:
-            child.inc(amount)
-    observed = _observed[:]
-    _observed.clear()
-    by_child: dict[Any, list[float]] = {}
-    for child, value in observed:
-        by_child.setdefault(child, []).append(value)
-    for child, values in by_child.items():
-        _observe_all(child, values)
-    closes = list(_closes.items())
-    _closes.clear()
-    for child, amount in closes:
-        child.inc(amount)
-
-
-def _observe_all(child: Any, values: list[float]) -> None:
-    """``child.observe(v)`` for every value, with one write per bucket instead of two per value.
-
-    Histogram.observe() adds to the sum and to the first bucket whose bound is not below the
-    value; in multiprocess mode each add is a locked write into the mmapped file. This does
-    the same adds summed up. It reads the histogram's own parts, so if a prometheus_client
-    release renames them, it falls back to observing one value at a time."""
-    bounds = getattr(child, "_upper_bounds", None)
-    buckets = getattr(child, "_buckets", None)
-    total = getattr(child, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values:
-            child.observe(value)
-        return
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect.bisect_left(bounds, value)] += 1  # the last bound is +Inf
-    total.inc(sum(values))
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-
-
-def flush_due() -> None:
-    """Called once per loop turn: flush if something waits and the interval has passed."""
-    global _next_flush
-    if not (_pending or _observed or _closes):
-        return
-    now = time.monotonic()
-    if now >= _next_flush:
-        _next_flush = now + FLUSH_INTERVAL
-        flush()
-
-
-class _AtOnce:
-    """A counter child whose ``inc()`` reaches the file at once, cheaply in a worker.
-
-    prometheus_client's multiprocess ``inc()`` takes a lock and calls ``getpid()`` (a system
-    call) on every write, to notice a fork. A worker runs one thread and never forks after its
-    first write (:func:`process_started`), so from its second write on this adds to the value
-    and writes it into the mmapped file directly. Before that, outside a worker, or if a
-    prometheus_client release renames these parts, it is the ordinary ``inc()``.
-    """
-
-    __slots__ = ("_child", "_direct")
-
-    def __init__(self, child: Any) -> None:
-        self._child = child
-        self._direct: Any = None
-
-    def inc(self) -> None:
-        direct = self._direct
-        if direct is not None:
-            direct._value += 1.0
-            direct._file.write_value(direct._key, direct._value, 0.0)
-            return
-        self._child.inc()
-        value = getattr(self._child, "_value", None)
-        if _deferred and all(hasattr(value, name) for name in ("_value", "_file", "_key")):
-            self._direct = value
-
-
 class _Children:
     """Label children of one family for fixed leading labels, bound on first use."""
 
@@ -334,7 +217,7 @@ class ListenerMetrics:
 
     def __init__(self, server: str, protocol: str) -> None:
         fam = families()
-        self._accepted = _AtOnce(fam.accepted.labels(server, protocol))
+        self._accepted = batching.AtOnce(fam.accepted.labels(server, protocol))
         self._active = fam.active.labels(server, protocol)
         self._sessions = _Children(fam.sessions, server, protocol)
         self._handshakes = _Children(fam.handshakes, server)
@@ -349,33 +232,29 @@ class ListenerMetrics:
         # of its deferred events, and accepted minus ended is the sessions in flight (the
         # observability tests wait on that to know a scrape is settled).
         self._accepted.inc()
-        _inc(self._active)
+        batching.inc(self._active)
 
     def closed(self, reason: str) -> None:
-        _inc(self._active, -1.0)
-        child = self._sessions.get(reason)
-        if _deferred:
-            _closes[child] = _closes.get(child, 0.0) + 1.0
-        else:
-            child.inc()
+        batching.inc(self._active, -1.0)
+        batching.inc_last(self._sessions.get(reason))
 
     def handshake(self, ok: bool, version: str, kind: str, seconds: float | None) -> None:
         """One handshake ended; ``kind`` is ``full``, ``session_id`` or ``ticket``."""
-        _inc(self._handshakes.get(OK if ok else FAILED, version, kind))
+        batching.inc(self._handshakes.get(OK if ok else FAILED, version, kind))
         if ok and seconds is not None:
-            _observe(self._timings.get(kind), seconds)
+            batching.observe(self._timings.get(kind), seconds)
 
     def login(self, mechanism: str, outcome: str) -> None:
-        _inc(self._logins.get(mechanism, outcome))
+        batching.inc(self._logins.get(mechanism, outcome))
 
     def backend_connect_failed(self) -> None:
-        _inc(self._backend_failures)
+        batching.inc(self._backend_failures)
 
     def relayed(self, to_backend: int, to_client: int) -> None:
         if to_backend:
-            _inc(self._relay_in, to_backend)
+            batching.inc(self._relay_in, to_backend)
         if to_client:
-            _inc(self._relay_out, to_client)
+            batching.inc(self._relay_out, to_client)
 
 
 _listeners: dict[tuple[str, str], ListenerMetrics] = {}
@@ -400,11 +279,15 @@ def auth_http(outcome: str, seconds: float) -> None:
     child = _auth_outcomes.get(outcome)
     if child is None:
         child = _auth_outcomes[outcome] = fam.auth_requests.labels(outcome)
-    _inc(child)
-    _observe(fam.auth_seconds, seconds)
+    batching.inc(child)
+    batching.observe(fam.auth_seconds, seconds)
 
 
 # -- shared session cache and ticket keys (called by the shm/TLS code) ------------------------
+#
+# Written at once, not through the deferred writes of :mod:`batching`: they predate it, and
+# deferring them would change when they reach the files (by up to a second), which this
+# restructuring must not do. They are per handshake at most, not per command.
 
 _zones: dict[tuple[str, str], Any] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.worker.observe import metrics
+from mailgate.worker.observe import batching, metrics
 
 
 def value(child: object) -> float:
@@ -13,11 +13,11 @@ def value(child: object) -> float:
 
 @pytest.fixture
 def deferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "_deferred", True)
-    monkeypatch.setattr(metrics, "_pending", {})
-    monkeypatch.setattr(metrics, "_closes", {})
-    monkeypatch.setattr(metrics, "_observed", [])
-    monkeypatch.setattr(metrics, "_next_flush", 0.0)
+    monkeypatch.setattr(batching, "_deferred", True)
+    monkeypatch.setattr(batching, "_pending", {})
+    monkeypatch.setattr(batching, "_closes", {})
+    monkeypatch.setattr(batching, "_observed", [])
+    monkeypatch.setattr(batching, "_next_flush", 0.0)
 
 
 @pytest.mark.usefixtures("deferred")
@@ -37,11 +37,11 @@ def test_events_wait_for_the_flush_and_then_add_up() -> None:
     # Accepted connections are written at once; everything else waits.
     assert value(accepted) == before[0] + 3
     assert [value(c) for c in (active, proxied, full)] == before[1:]
-    metrics.flush_due()
+    batching.flush_due()
     assert value(active) == before[1] + 1
     assert value(proxied) == before[2] + 2
     assert value(full) == before[3] + 3
-    assert not metrics._pending and not metrics._closes and not metrics._observed
+    assert not batching._pending and not batching._closes and not batching._observed
 
 
 def bucket_counts(histogram: object) -> list[float]:
@@ -58,6 +58,6 @@ def test_timings_observed_together_fill_the_same_buckets_as_one_by_one() -> None
     timings = [0.0001, 0.002, 0.002, 0.05, 0.3, 7.0, 120.0, 0.0]
     for seconds in timings:
         one_by_one.observe(seconds)
-    metrics._observe_all(together, timings)
+    batching._observe_all(together, timings)
     assert bucket_counts(together) == bucket_counts(one_by_one)
     assert float(together._sum.get()) == pytest.approx(sum(timings))  # type: ignore[attr-defined]
