@@ -42,12 +42,15 @@ Metric names (all counters end in ``_total`` on the wire):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mailgate.worker.observe import batching
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge
+    from prometheus_client.metrics import MetricWrapperBase
+
+_Family = TypeVar("_Family", bound="MetricWrapperBase")
 
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AUTH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -183,17 +186,17 @@ def families() -> Families:
     return _families
 
 
-class _Children:
+class _Children(Generic[_Family]):
     """Label children of one family for fixed leading labels, bound on first use."""
 
     __slots__ = ("_bound", "_family", "_fixed")
 
-    def __init__(self, family: Any, *fixed: str) -> None:
+    def __init__(self, family: _Family, *fixed: str) -> None:
         self._family = family
         self._fixed = fixed
-        self._bound: dict[tuple[str, ...], Any] = {}
+        self._bound: dict[tuple[str, ...], _Family] = {}
 
-    def get(self, *rest: str) -> Any:
+    def get(self, *rest: str) -> _Family:
         child = self._bound.get(rest)
         if child is None:
             child = self._bound[rest] = self._family.labels(*self._fixed, *rest)
@@ -269,7 +272,7 @@ def for_listener(server: str, protocol: str) -> ListenerMetrics:
     return found
 
 
-_auth_outcomes: dict[str, Any] = {}
+_auth_outcomes: dict[str, Counter] = {}
 
 
 def auth_http(outcome: str, seconds: float) -> None:
