@@ -76,7 +76,11 @@ def children(pid: int) -> list[int]:
 
 def cmdline(pid: int) -> str:
     """The process title as ``ps`` shows it."""
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it exited since it was listed (an old worker during a reload)
+        return ""
+    return raw.replace(b"\0", b" ").decode().strip()
 
 
 def config_text(
