@@ -44,7 +44,7 @@ class Ok:
 
 
 @dataclass(frozen=True, slots=True)
-class Wait:
+class AuthWait:
     """``Auth-Status: WAIT``: ask the auth server again after ``seconds`` (0: at once), with
     the same Auth-Login-Attempt."""
 
@@ -80,7 +80,7 @@ class Invalid:
     log_message: str | None
 
 
-AuthResult = Ok | Wait | Fail | Invalid
+AuthResult = Ok | AuthWait | Fail | Invalid
 
 
 def failure_reply(protocol: Protocol, fail: Fail, imap_tag: bytes = b"*") -> bytes:
@@ -270,10 +270,10 @@ class AuthResponseParser:
         # empty text means "no error" (IMAP and POP3 wrap it in "NO "/"-ERR ", never empty).
         if answer.error is not None and (answer.error or self._protocol is not Protocol.SMTP):
             if answer.wait_requested and answer.sleep:
-                return Wait(answer.sleep)  # the sleep handler sees auth_wait and asks again
+                return AuthWait(answer.sleep)  # the sleep handler sees auth_wait and asks again
             return Fail(answer.error, answer.sleep, answer.error_code)
         if answer.wait_requested:
-            return Wait(answer.sleep)
+            return AuthWait(answer.sleep)
         if not answer.server or not answer.port:
             return Invalid(f"auth http server {peer} did not send server or port")
         if answer.password is None and self._protocol is not Protocol.SMTP:

@@ -12,10 +12,10 @@ from mailgate.worker.auth_http.response import (
     MAX_RESPONSE,
     AuthResponseParser,
     AuthResult,
+    AuthWait,
     Fail,
     Invalid,
     Ok,
-    Wait,
     failure_reply,
     internal_error_reply,
 )
@@ -203,13 +203,13 @@ def test_empty_status_is_a_failure_for_pop3_but_not_for_smtp() -> None:
 
 
 def test_wait_status_asks_again() -> None:
-    assert answer(b"Auth-Status: WAIT\r\nAuth-Wait: 2\r\n\r\n") == Wait(2)
-    assert answer(b"Auth-Status: WAIT\r\n\r\n") == Wait(0)
+    assert answer(b"Auth-Status: WAIT\r\nAuth-Wait: 2\r\n\r\n") == AuthWait(2)
+    assert answer(b"Auth-Status: WAIT\r\n\r\n") == AuthWait(0)
 
 
 def test_wait_status_with_an_error_and_a_delay_asks_again_as_nginx() -> None:
     response = b"Auth-Status: WAIT\r\nAuth-Status: busy\r\nAuth-Wait: 1\r\n\r\n"
-    assert answer(response) == Wait(1)
+    assert answer(response) == AuthWait(1)
 
 
 def test_response_header_cap_is_1024_bytes() -> None:
