@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol
 from mailgate.worker.auth_http.request import AuthRequest
-from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 
 MAX_RESPONSE = 1024  # ngx_create_temp_buf(ctx->pool, 1024)
-SMTP_DEFAULT_ERROR_CODE = b"535 5.7.0"
 _NGX_MAX_INT = 2**63 - 1
 
 
@@ -81,22 +79,6 @@ class Invalid:
 
 
 AuthResult = Ok | AuthWait | Fail | Invalid
-
-
-def failure_reply(protocol: Protocol, fail: Fail, imap_tag: bytes = b"*") -> bytes:
-    """The line nginx sends for a refused login: ``<tag> NO <text>``, ``-ERR <text>``, or
-    ``<Auth-Error-Code or 535 5.7.0> <text>``. ``imap_tag`` is the client's command tag."""
-    prefixes = {
-        Protocol.IMAP: imap_tag + b" NO ",
-        Protocol.POP3: b"-ERR ",
-        Protocol.SMTP: (fail.error_code or SMTP_DEFAULT_ERROR_CODE) + b" ",
-    }
-    return prefixes[protocol] + fail.message + b"\r\n"
-
-
-def internal_error_reply(protocol: Protocol) -> bytes:
-    """What the client gets after ``Invalid`` or any transport failure of the auth request."""
-    return INTERNAL_SERVER_ERROR[protocol]
 
 
 def _atoi(text: bytes) -> int | None:

@@ -16,8 +16,6 @@ from mailgate.worker.auth_http.response import (
     Fail,
     Invalid,
     Ok,
-    failure_reply,
-    internal_error_reply,
 )
 from mailgate.worker.sansio import NEED_DATA
 
@@ -257,28 +255,3 @@ def test_parser_never_raises_on_headers_after_a_status_line(data: bytes) -> None
     p.feed(b"HTTP/1.0 200 OK\r\nAuth-Status: ")
     p.feed(data)
     assert p.buffered <= MAX_RESPONSE
-
-
-@pytest.mark.parametrize(
-    ("protocol", "fail", "line"),
-    [
-        (Protocol.IMAP, Fail(b"Invalid login"), b"a1 NO Invalid login\r\n"),
-        (Protocol.POP3, Fail(b"Invalid login"), b"-ERR Invalid login\r\n"),
-        (Protocol.SMTP, Fail(b"Invalid login"), b"535 5.7.0 Invalid login\r\n"),
-        (Protocol.SMTP, Fail(b"Try later", 0, b"451 4.3.0"), b"451 4.3.0 Try later\r\n"),
-    ],
-)
-def test_failure_reply_per_protocol(protocol: Protocol, fail: Fail, line: bytes) -> None:
-    assert failure_reply(protocol, fail, imap_tag=b"a1") == line
-
-
-@pytest.mark.parametrize(
-    ("protocol", "line"),
-    [
-        (Protocol.IMAP, b"* BAD internal server error\r\n"),
-        (Protocol.POP3, b"-ERR internal server error\r\n"),
-        (Protocol.SMTP, b"451 4.3.2 Internal server error\r\n"),
-    ],
-)
-def test_internal_error_reply_per_protocol(protocol: Protocol, line: bytes) -> None:
-    assert internal_error_reply(protocol) == line
