@@ -251,7 +251,8 @@ class MailMachine(abc.ABC, Generic[StateT]):
         return self._failure_line(message or b"", error_code)
 
     def internal_error(self) -> bytes:
-        """The protocol's "internal server error" line (§3.6); the machine is closed."""
+        """The protocol's "internal server error" line (``internal_server_error`` of nginx's
+        ``ngx_mail_protocol_t``); the machine is closed."""
         self._phase = Phase.CLOSED
         return self.INTERNAL_ERROR
 

@@ -55,7 +55,7 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Everything auth_http (§2.2) and the backend login need, as raw client bytes.
+    """Everything the auth_http request and the backend login need, as raw client bytes.
 
     Nothing is escaped here: user names and passwords may hold CR, LF, NUL or spaces, and
     escaping them is the auth_http module's job.

@@ -1,4 +1,5 @@
-"""AuthResponseParser reads the auth server's answer by nginx's rules (spec §2.3, §2.4)."""
+"""AuthResponseParser reads the auth server's answer by nginx's rules
+(``ngx_mail_auth_http_process_headers`` and its sleep handler in ngx_mail_auth_http_module.c)."""
 
 from __future__ import annotations
 
