@@ -47,16 +47,12 @@ class Arity:
         return self.most is None or count <= min(self.most, MAX_ARGS - 1)
 
 
-NOARGS = Arity(0, 0)
 TAKE1 = Arity(1, 1)
 TAKE2 = Arity(2, 2)
 TAKE12 = Arity(1, 2)
 FLAG = Arity(1, 1)
 MORE1 = Arity(1, None)
-MORE2 = Arity(2, None)
-ANY_ARGS = Arity(0, None)
 BLOCK = Arity(0, 0, block=True)
-BLOCK_ANY = Arity(0, None, block=True)
 
 
 @dataclass(slots=True)

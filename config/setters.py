@@ -194,12 +194,6 @@ def append_words(call: Call, field: str) -> None:
     call.store(field, current + call.args)
 
 
-def append_word(call: Call, field: str) -> None:
-    """nginx's str_array slot: one value per directive, repeatable."""
-    current: tuple[str, ...] = call.level.get(field, ())  # type: ignore[assignment]
-    call.store(field, (*current, call.args[0]))
-
-
 def append_pair(call: Call, field: str) -> None:
     """nginx's keyval slot: ``name value`` pairs, repeatable."""
     current: tuple[tuple[str, str], ...] = call.level.get(field, ())  # type: ignore[assignment]

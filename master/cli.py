@@ -18,7 +18,10 @@ from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_l
 from mailgate.worker.tls import libssl
 from mailgate.worker.tls.errors import TLSConfigError
 
-Generation = tuple[model.Config, dict[int, object]]
+# A parsed configuration and its TLS contexts (per index into config.servers): what a
+# generation is built from, before generation.prepare() binds its listeners and makes it a
+# master.generation.Generation.
+BuiltConfig = tuple[model.Config, dict[int, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ class Paths:
     def parse(self) -> model.Config:
         return loader.load(self.conf, prefix=self.prefix, extra=self.directives)
 
-    def build(self, config: model.Config | None = None) -> Generation:
+    def build(self, config: model.Config | None = None) -> BuiltConfig:
         """Parse (unless given ``config``), check the user and access logs, check the
         libssl, build TLS contexts; raises on the first error."""
         config = config or self.parse()
@@ -167,7 +170,7 @@ def send_signal(paths: Paths, action: str, log: ErrorLog) -> int:
     return 0
 
 
-def _build(paths: Paths, log: ErrorLog, parsed: model.Config | None = None) -> Generation | None:
+def _build(paths: Paths, log: ErrorLog, parsed: model.Config | None = None) -> BuiltConfig | None:
     try:
         config, contexts = paths.build(parsed)
     except _BUILD_ERRORS as err:
@@ -178,7 +181,7 @@ def _build(paths: Paths, log: ErrorLog, parsed: model.Config | None = None) -> G
     return config, contexts
 
 
-def _rebuild(paths: Paths) -> Generation:
+def _rebuild(paths: Paths) -> BuiltConfig:
     # For HUP: the arbiter logs the error and keeps the running generation.
     try:
         return paths.build()

@@ -85,15 +85,8 @@ class Listening:
 Peer = Any
 
 # Called once per accepted connection. A session that outlives the call registers its
-# sockets in ``loop.selector`` and calls ``loop.track(self)``; the default just closes.
+# sockets in ``loop.selector`` and calls ``loop.track(self)``.
 Handler = Callable[[socket.socket, Peer, model.Listen, model.ServerConfig, Loop], None]
-
-
-def close_at_once(
-    sock: socket.socket, peer: Peer, listen: model.Listen, server: model.ServerConfig, loop: Loop
-) -> None:
-    """A handler that refuses every connection: the client reads EOF."""
-    sock.close()
 
 
 def accept(listener: socket.socket) -> tuple[socket.socket, Peer]:

@@ -1,21 +1,33 @@
-"""What the sans-IO machines of the worker share: the ``NEED_DATA`` sentinel (as h11's), and
-how peer bytes are shown in the error log.
+"""What the sans-IO machines of the worker share: the one family of "nothing to hand out
+now" sentinels (as h11's), and how peer bytes are shown in the error log.
 
-A machine answers ``NEED_DATA`` when it cannot say anything before more bytes arrive; it is a
-one-member enum so that ``result is NEED_DATA`` narrows the type for mypy.
+Every machine -- the protocol machines, the auth_http response parser, the backend login, the
+PROXY header codec -- answers ``NEED_DATA`` when it cannot say anything before more bytes
+arrive. Only the protocol machines also answer ``PAUSED``: they wait for their caller (the
+greeting, a TLS handshake, an auth_http answer). The sentinels are members of one enum so that
+``result is NEED_DATA`` narrows the type for mypy; a machine that never pauses is typed with
+``NeedData``, so that one test narrows its result to the events alone.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from typing import Final, Literal, TypeAlias
 
 
-class NeedData(enum.Enum):
-    NEED_DATA = "NEED_DATA"
+class Wait(enum.Enum):
+    """Nothing to hand out now."""
+
+    NEED_DATA = "need data"
+    PAUSED = "paused"
 
 
-NEED_DATA = NeedData.NEED_DATA
+NEED_DATA: Final = Wait.NEED_DATA
+PAUSED: Final = Wait.PAUSED
+
+# The result type of a machine that only ever waits for bytes.
+NeedData: TypeAlias = Literal[Wait.NEED_DATA]
 
 
 # C0 controls, DEL, and the C1 controls (U+0080..U+009F) that some terminals also obey.

@@ -1,9 +1,10 @@
 """Client certificates: ``ssl_verify_client``, ``ssl_client_certificate``, ``ssl_verify_depth``.
 
 The handshake always completes; the gateway then judges the certificate and, when it must
-refuse, says why in the client's own protocol (spec §3.6) and closes. A certificate it accepts
-is described to the auth server in the ``Auth-SSL-*`` headers (and passed whole with
-``auth_http_pass_client_cert on``). The CAs and certificates are made here with trustme.
+refuse, says why in the client's own protocol (nginx's ``cert_error`` / ``no_cert`` lines) and
+closes. A certificate it accepts is described to the auth server in the ``Auth-SSL-*`` headers
+(and passed whole with ``auth_http_pass_client_cert on``). The CAs and certificates are made
+here with trustme.
 
 Every test runs on nginx and on mailgate.
 """

@@ -306,9 +306,9 @@ def test_auth_status_wait_asks_again(gateway: Gateway, auth_server: AuthServer) 
     assert len(auth_server.requests) == 2
 
 
-# mailgate only: the spec (§2.3) re-queries at once on WAIT with Auth-Wait 0 or none; nginx 1.22
-# does, but keeps its "wait" flag set and so loops on every later answer, OK included. mailgate
-# waits a second first, so a broken auth server is not asked in a tight loop.
+# mailgate only: on WAIT with Auth-Wait 0 or none nginx 1.22 asks again at once, but keeps its
+# "wait" flag set and so loops on every later answer, OK included. mailgate waits a second
+# first, so a broken auth server is not asked in a tight loop.
 @pytest.mark.gateway(implementations=("mailgate",))
 def test_auth_status_wait_zero_asks_again_after_a_second(
     gateway: Gateway, auth_server: AuthServer

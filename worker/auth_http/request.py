@@ -3,8 +3,8 @@
 The session opens a new connection per request (HTTP/1.0, no keepalive), writes
 :func:`build_request`'s bytes and reads the answer with
 :class:`mailgate.worker.auth_http.response.AuthResponseParser`. Header order, escaping and which
-optional lines appear follow nginx exactly (spec §2.2), because auth servers written for nginx
-parse these bytes.
+optional lines appear follow nginx exactly, because auth servers written for nginx parse
+these bytes.
 """
 
 from __future__ import annotations

@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 
 from mailgate.config.model import Protocol
 from mailgate.worker.auth_http.request import AuthRequest
-from mailgate.worker.protocols.replies import INTERNAL_SERVER_ERROR
 from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
 
 MAX_RESPONSE = 1024  # ngx_create_temp_buf(ctx->pool, 1024)
-SMTP_DEFAULT_ERROR_CODE = b"535 5.7.0"
 _NGX_MAX_INT = 2**63 - 1
 
 
@@ -44,7 +42,7 @@ class Ok:
 
 
 @dataclass(frozen=True, slots=True)
-class Wait:
+class AuthWait:
     """``Auth-Status: WAIT``: ask the auth server again after ``seconds`` (0: at once), with
     the same Auth-Login-Attempt."""
 
@@ -80,23 +78,7 @@ class Invalid:
     log_message: str | None
 
 
-AuthResult = Ok | Wait | Fail | Invalid
-
-
-def failure_reply(protocol: Protocol, fail: Fail, imap_tag: bytes = b"*") -> bytes:
-    """The line nginx sends for a refused login: ``<tag> NO <text>``, ``-ERR <text>``, or
-    ``<Auth-Error-Code or 535 5.7.0> <text>``. ``imap_tag`` is the client's command tag."""
-    prefixes = {
-        Protocol.IMAP: imap_tag + b" NO ",
-        Protocol.POP3: b"-ERR ",
-        Protocol.SMTP: (fail.error_code or SMTP_DEFAULT_ERROR_CODE) + b" ",
-    }
-    return prefixes[protocol] + fail.message + b"\r\n"
-
-
-def internal_error_reply(protocol: Protocol) -> bytes:
-    """What the client gets after ``Invalid`` or any transport failure of the auth request."""
-    return INTERNAL_SERVER_ERROR[protocol]
+AuthResult = Ok | AuthWait | Fail | Invalid
 
 
 def _atoi(text: bytes) -> int | None:
@@ -270,10 +252,10 @@ class AuthResponseParser:
         # empty text means "no error" (IMAP and POP3 wrap it in "NO "/"-ERR ", never empty).
         if answer.error is not None and (answer.error or self._protocol is not Protocol.SMTP):
             if answer.wait_requested and answer.sleep:
-                return Wait(answer.sleep)  # the sleep handler sees auth_wait and asks again
+                return AuthWait(answer.sleep)  # the sleep handler sees auth_wait and asks again
             return Fail(answer.error, answer.sleep, answer.error_code)
         if answer.wait_requested:
-            return Wait(answer.sleep)
+            return AuthWait(answer.sleep)
         if not answer.server or not answer.port:
             return Invalid(f"auth http server {peer} did not send server or port")
         if answer.password is None and self._protocol is not Protocol.SMTP:

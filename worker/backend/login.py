@@ -4,7 +4,7 @@ One machine per protocol; the session connects to ``Ok.server:Ok.port`` and then
 
     login.receive_data(chunk)          # every chunk read from the backend; b"" at EOF
     while (event := login.next_event()) is not NEED_DATA:
-        Send(data)        -> write data to the backend (the PROXY header first, if any)
+        BackendSend(data) -> write data to the backend (the PROXY header first, if any)
         Done(to_client)   -> write to_client to the client, log "client logged in", relay
         Failed(reply,log) -> log, write reply to the client, close both
 
@@ -45,7 +45,7 @@ class LogLine:
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
+class BackendSend:
     """Bytes to write to the backend. ``secret`` lines carry a password: never log them."""
 
     data: bytes = field(repr=False)
@@ -53,7 +53,7 @@ class Send:
 
     def __repr__(self) -> str:
         shown = f"<hidden: {len(self.data)} bytes>" if self.secret else repr(self.data)
-        return f"Send({shown})"
+        return f"BackendSend({shown})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class Failed:
     log: LogLine | None
 
 
-Event = Send | Done | Failed
+Event = BackendSend | Done | Failed
 
 
 def upstream_timed_out(protocol: Protocol) -> Failed:
@@ -196,7 +196,9 @@ class BackendLogin:
         self._buffer = bytearray()  # the reply being read, at most proxy_buffer bytes
         self._pending = bytearray()  # read but not yet in the buffer (nginx: still in the socket)
         self._eof = False
-        self._outbox: deque[Send] = deque([Send(options.preamble)] if options.preamble else [])
+        self._outbox: deque[BackendSend] = deque(
+            [BackendSend(options.preamble)] if options.preamble else []
+        )
         self._finished: Done | Failed | None = None
         self._check = greeting  # judges the reply now awaited
         self._on_reply: Callable[[bytes], None] | None = None
@@ -272,7 +274,7 @@ class BackendLogin:
         if isinstance(step, Failed):
             return self._finish(step)
         self._check, self._on_reply = step.check, step.on_reply
-        return Send(step.command, step.secret)
+        return BackendSend(step.command, step.secret)
 
     def _next_step(self) -> Step | Failed:
         item = self._plan.popleft()

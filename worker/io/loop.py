@@ -19,7 +19,6 @@ from typing import Protocol
 
 from mailgate.worker.io.poller import EpollRegistry
 
-ReadyCallback = Callable[[int], None]
 TimerCallback = Callable[[], None]
 # Called with the exception and the object the failing callback was bound to (if any).
 ErrorHandler = Callable[[Exception, object], None]

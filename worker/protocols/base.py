@@ -72,12 +72,6 @@ _ANSWERED = {
     sasl.Mechanism.PLAIN_IR: sasl.Step.PLAIN,
     sasl.Mechanism.EXTERNAL_IR: sasl.Step.EXTERNAL,
 }
-_PROMPT_TEXT = {
-    sasl.Step.USERNAME: b"VXNlcm5hbWU6",  # base64("Username:")
-    sasl.Step.PASSWORD: b"UGFzc3dvcmQ6",  # base64("Password:")
-    sasl.Step.PLAIN: b"",
-    sasl.Step.EXTERNAL: b"VXNlcm5hbWU6",
-}
 
 # The nginx state that waits for each SASL step; every protocol's State enum has these names.
 _STEP_STATES = {
@@ -105,6 +99,19 @@ def sasl_states(states: type[StateT]) -> dict[sasl.Step, StateT]:
     return {step: states[name] for step, name in _STEP_STATES.items()}
 
 
+def sasl_prompts(username: bytes, password: bytes, plain: bytes) -> dict[sasl.Step, bytes]:
+    """The line that asks for each prompted SASL step (nginx's ``*_username``,
+    ``*_password`` and ``*_next`` replies). EXTERNAL without an initial response asks for
+    the user name, as nginx's ``ngx_mail_auth_external``; CRAM-MD5's challenge carries the
+    salt, so it is built when sent."""
+    return {
+        sasl.Step.USERNAME: username,
+        sasl.Step.PASSWORD: password,
+        sasl.Step.PLAIN: plain,
+        sasl.Step.EXTERNAL: username,
+    }
+
+
 class Parser(Protocol):
     def parse(self, buf: CommandBuffer) -> Command | Parse: ...
 
@@ -125,7 +132,8 @@ class MailMachine(abc.ABC, Generic[StateT]):
     OK_LINE: ClassVar[bytes]  # the reply when a handler sets nothing else
     INVALID_LINE: ClassVar[bytes]
     VERB_PREFIX: ClassVar[str]
-    SASL_PREFIX: ClassVar[bytes]  # "+ " or "334 " before a SASL challenge
+    SASL_PREFIX: ClassVar[bytes]  # "+ " or "334 " before the CRAM-MD5 challenge
+    SASL_PROMPTS: ClassVar[Mapping[sasl.Step, bytes]]  # see sasl_prompts()
     INTERNAL_ERROR: ClassVar[bytes]
     _handlers: ClassVar[dict[str, Handler]]
     _steps: ClassVar[dict[StateT, sasl.Step]]  # per class, built in __init__
@@ -243,7 +251,8 @@ class MailMachine(abc.ABC, Generic[StateT]):
         return self._failure_line(message or b"", error_code)
 
     def internal_error(self) -> bytes:
-        """The protocol's "internal server error" line (§3.6); the machine is closed."""
+        """The protocol's "internal server error" line (``internal_server_error`` of nginx's
+        ``ngx_mail_protocol_t``); the machine is closed."""
         self._phase = Phase.CLOSED
         return self.INTERNAL_ERROR
 
@@ -408,7 +417,7 @@ class MailMachine(abc.ABC, Generic[StateT]):
         if step is sasl.Step.CRAM_MD5:
             self._out = sasl.cram_md5_challenge(self.SASL_PREFIX, self.salt)
         else:
-            self._out = self.SASL_PREFIX + _PROMPT_TEXT[step] + b"\r\n"
+            self._out = self.SASL_PROMPTS[step]
         self.state = self.SASL_STATES[step]
 
     def _answer(self, step: sasl.Step, response: bytes) -> Rc:

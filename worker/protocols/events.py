@@ -7,19 +7,24 @@ waits for the caller: the greeting, a TLS handshake or an auth_http answer).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+# The sentinels are the ones every sans-IO machine of the worker uses; re-exported here so
+# that the protocol API reads as one module.
+from mailgate.worker.sansio import NEED_DATA, PAUSED, Wait
 
-class Wait(enum.Enum):
-    """Nothing to hand out now."""
-
-    NEED_DATA = "need data"
-    PAUSED = "paused"
-
-
-NEED_DATA = Wait.NEED_DATA
-PAUSED = Wait.PAUSED
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "Close",
+    "Credentials",
+    "Event",
+    "LocalProtocolError",
+    "Login",
+    "Send",
+    "StartTLS",
+    "Wait",
+]
 
 
 class LocalProtocolError(Exception):
@@ -50,7 +55,7 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Everything auth_http (§2.2) and the backend login need, as raw client bytes.
+    """Everything the auth_http request and the backend login need, as raw client bytes.
 
     Nothing is escaped here: user names and passwords may hold CR, LF, NUL or spaces, and
     escaping them is the auth_http module's job.

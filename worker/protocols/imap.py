@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from mailgate.config import model
 from mailgate.worker.protocols import replies
-from mailgate.worker.protocols.base import MailMachine, Rc, sasl_states
+from mailgate.worker.protocols.base import MailMachine, Rc, sasl_prompts, sasl_states
 from mailgate.worker.protocols.events import Credentials
 from mailgate.worker.protocols.lines import Command, ImapParser, Parse
 
@@ -80,6 +80,9 @@ class ImapMachine(MailMachine[ImapState]):
     INVALID_LINE = replies.IMAP_INVALID_COMMAND
     VERB_PREFIX = "imap_"
     SASL_PREFIX = b"+ "
+    SASL_PROMPTS = sasl_prompts(
+        replies.IMAP_USERNAME, replies.IMAP_PASSWORD, replies.IMAP_PLAIN_NEXT
+    )
     INTERNAL_ERROR = replies.IMAP_INTERNAL_ERROR
     _parser: ImapParser
 

@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from mailgate.config import model
 from mailgate.worker.protocols import replies
-from mailgate.worker.protocols.base import MailMachine, Rc, sasl_states
+from mailgate.worker.protocols.base import MailMachine, Rc, sasl_prompts, sasl_states
 from mailgate.worker.protocols.lines import Command, LineParser
 
 POP3_BUFFER_SIZE = 128  # hard-coded in ngx_mail_pop3_init_protocol
@@ -91,6 +91,7 @@ class Pop3Machine(MailMachine[Pop3State]):
     INVALID_LINE = replies.POP3_INVALID_COMMAND
     VERB_PREFIX = "pop3_"
     SASL_PREFIX = b"+ "
+    SASL_PROMPTS = sasl_prompts(replies.POP3_USERNAME, replies.POP3_PASSWORD, replies.POP3_NEXT)
     INTERNAL_ERROR = replies.POP3_INTERNAL_ERROR
 
     def __init__(

@@ -60,7 +60,8 @@ SMTP_AUTH_ERROR_CODE = b"535 5.7.0"  # the default prefix of an auth_http failur
 
 
 # Per protocol, for the code that is not the protocol machine itself (auth_http, the backend
-# login, the session's certificate check): the lines of the protocol structs (spec §3.6).
+# login, the session's certificate check): the ``internal_server_error``, ``cert_error`` and
+# ``no_cert`` lines of nginx's ``ngx_mail_protocol_t`` structs.
 INTERNAL_SERVER_ERROR: Mapping[Protocol, bytes] = MappingProxyType(
     {
         Protocol.IMAP: IMAP_INTERNAL_ERROR,

@@ -17,7 +17,7 @@ from collections.abc import Collection
 
 from mailgate.config import model
 from mailgate.worker.protocols import replies
-from mailgate.worker.protocols.base import MailMachine, Phase, Rc, sasl_states
+from mailgate.worker.protocols.base import MailMachine, Phase, Rc, sasl_prompts, sasl_states
 from mailgate.worker.protocols.events import Credentials, Event, Wait
 from mailgate.worker.protocols.lines import Command, LineParser
 
@@ -104,6 +104,7 @@ class SmtpMachine(MailMachine[SmtpState]):
     INVALID_LINE = replies.SMTP_INVALID_COMMAND
     VERB_PREFIX = "smtp_"
     SASL_PREFIX = b"334 "
+    SASL_PROMPTS = sasl_prompts(replies.SMTP_USERNAME, replies.SMTP_PASSWORD, replies.SMTP_NEXT)
     INTERNAL_ERROR = replies.SMTP_INTERNAL_ERROR
 
     def __init__(

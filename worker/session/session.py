@@ -28,7 +28,7 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.worker.auth_http.client import AuthClient, AuthOutcome, TransportError
 from mailgate.worker.auth_http.request import UNAVAILABLE, AuthRequest, ClientTls
-from mailgate.worker.auth_http.response import Fail, Invalid, Ok, Wait
+from mailgate.worker.auth_http.response import AuthWait, Fail, Invalid, Ok
 from mailgate.worker.backend import login
 from mailgate.worker.io.connect import Connector, describe
 from mailgate.worker.io.loop import Loop, Timer
@@ -50,7 +50,6 @@ from mailgate.worker.protocols import (
 )
 from mailgate.worker.proxy_protocol import codec
 from mailgate.worker.resolver.client import Resolver
-from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
 from mailgate.worker.sansio import log_text
 from mailgate.worker.tls import client_cert
 
@@ -65,7 +64,7 @@ UNKNOWN = "unknown"
 AUTH_HTTP_OUTCOMES: dict[type, str] = {
     Ok: "ok",
     Fail: "fail",
-    Wait: "wait",
+    AuthWait: "wait",
     Invalid: "invalid",
     TransportError: "error",
 }
@@ -386,7 +385,7 @@ class Session:
             return
         seen = bytes(self._proxy_buf) + data
         result = codec.parse_proxy_header(seen)
-        if result is SANSIO_NEED_DATA:
+        if result is NEED_DATA:
             # Bounded: the parser refuses a v1 line past 107 bytes and a v2 header past
             # MAX_HEADER, so an incomplete header is always shorter than that.
             self.sock.recv(len(data))
@@ -697,7 +696,7 @@ class Session:
             return
         if isinstance(outcome, Ok):
             self._connect_backend(outcome)
-        elif isinstance(outcome, Wait):
+        elif isinstance(outcome, AuthWait):
             self._wait_for_auth_server(outcome)
         elif isinstance(outcome, Fail):
             self._login_counted(worker_metrics.FAILED)
@@ -709,7 +708,7 @@ class Session:
             self._because(CloseReason.AUTH_ERROR)
             self._internal_error()
 
-    def _wait_for_auth_server(self, wait: Wait) -> None:
+    def _wait_for_auth_server(self, wait: AuthWait) -> None:
         """``Auth-Status: WAIT``: ask again later, at least MIN_AUTH_WAIT later (nginx asks at
         once without Auth-Wait, so a broken auth server would be asked in a loop), at most
         MAX_AUTH_WAITS times per login."""
@@ -854,7 +853,7 @@ class Session:
         machine, stream = self._login_machine, self.backend
         while machine is not None and stream is not None and not self.closed:
             event = machine.next_event()
-            if event is SANSIO_NEED_DATA:
+            if event is NEED_DATA:
                 # A backend that talks past its reply waits in its socket (nginx's bytes
                 # "still in the socket"): the login machine holds at most proxy_buffer more.
                 if machine.full:
@@ -862,7 +861,7 @@ class Session:
                 else:
                     stream.resume_reading()
                 return
-            if isinstance(event, login.Send):
+            if isinstance(event, login.BackendSend):
                 stream.write(event.data)
             elif isinstance(event, login.Done):
                 self._logged_in(event)

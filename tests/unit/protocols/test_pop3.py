@@ -168,3 +168,7 @@ def test_salt_is_made_once_when_not_given_in_nginx_form() -> None:
     salt = machine.salt
     assert re.fullmatch(rb"<\d+\.\d+@mail\.example>", salt)
     assert machine.salt is salt
+
+
+def test_internal_error_line(pop3) -> None:
+    assert pop3().machine.internal_error() == b"-ERR internal server error\r\n"

@@ -211,3 +211,7 @@ def test_pipelined_bytes_after_auth_are_kept_for_the_backend(smtp) -> None:
     client = smtp()
     client.talk(b"AUTH PLAIN " + b64(b"\0u\0p") + b"\r\nMAIL FROM:<a@b>\r\n")
     assert client.machine.take_pipelined() == b"MAIL FROM:<a@b>\r\n"
+
+
+def test_internal_error_line(smtp) -> None:
+    assert smtp().machine.internal_error() == b"451 4.3.2 Internal server error\r\n"

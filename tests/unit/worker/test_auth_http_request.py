@@ -1,4 +1,5 @@
-"""build_request writes nginx's auth_http request byte for byte (spec §2.2)."""
+"""build_request writes nginx's auth_http request byte for byte
+(``ngx_mail_auth_http_create_request``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""AuthResponseParser reads the auth server's answer by nginx's rules (spec §2.3, §2.4)."""
+"""AuthResponseParser reads the auth server's answer by nginx's rules
+(``ngx_mail_auth_http_process_headers`` and its sleep handler in ngx_mail_auth_http_module.c)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ from mailgate.worker.auth_http.response import (
     MAX_RESPONSE,
     AuthResponseParser,
     AuthResult,
+    AuthWait,
     Fail,
     Invalid,
     Ok,
-    Wait,
-    failure_reply,
-    internal_error_reply,
 )
 from mailgate.worker.sansio import NEED_DATA
 
@@ -203,13 +202,13 @@ def test_empty_status_is_a_failure_for_pop3_but_not_for_smtp() -> None:
 
 
 def test_wait_status_asks_again() -> None:
-    assert answer(b"Auth-Status: WAIT\r\nAuth-Wait: 2\r\n\r\n") == Wait(2)
-    assert answer(b"Auth-Status: WAIT\r\n\r\n") == Wait(0)
+    assert answer(b"Auth-Status: WAIT\r\nAuth-Wait: 2\r\n\r\n") == AuthWait(2)
+    assert answer(b"Auth-Status: WAIT\r\n\r\n") == AuthWait(0)
 
 
 def test_wait_status_with_an_error_and_a_delay_asks_again_as_nginx() -> None:
     response = b"Auth-Status: WAIT\r\nAuth-Status: busy\r\nAuth-Wait: 1\r\n\r\n"
-    assert answer(response) == Wait(1)
+    assert answer(response) == AuthWait(1)
 
 
 def test_response_header_cap_is_1024_bytes() -> None:
@@ -257,28 +256,3 @@ def test_parser_never_raises_on_headers_after_a_status_line(data: bytes) -> None
     p.feed(b"HTTP/1.0 200 OK\r\nAuth-Status: ")
     p.feed(data)
     assert p.buffered <= MAX_RESPONSE
-
-
-@pytest.mark.parametrize(
-    ("protocol", "fail", "line"),
-    [
-        (Protocol.IMAP, Fail(b"Invalid login"), b"a1 NO Invalid login\r\n"),
-        (Protocol.POP3, Fail(b"Invalid login"), b"-ERR Invalid login\r\n"),
-        (Protocol.SMTP, Fail(b"Invalid login"), b"535 5.7.0 Invalid login\r\n"),
-        (Protocol.SMTP, Fail(b"Try later", 0, b"451 4.3.0"), b"451 4.3.0 Try later\r\n"),
-    ],
-)
-def test_failure_reply_per_protocol(protocol: Protocol, fail: Fail, line: bytes) -> None:
-    assert failure_reply(protocol, fail, imap_tag=b"a1") == line
-
-
-@pytest.mark.parametrize(
-    ("protocol", "line"),
-    [
-        (Protocol.IMAP, b"* BAD internal server error\r\n"),
-        (Protocol.POP3, b"-ERR internal server error\r\n"),
-        (Protocol.SMTP, b"451 4.3.2 Internal server error\r\n"),
-    ],
-)
-def test_internal_error_reply_per_protocol(protocol: Protocol, line: bytes) -> None:
-    assert internal_error_reply(protocol) == line

@@ -11,13 +11,13 @@ from mailgate.worker.backend.login import (
     SMTP_AUTH_OK,
     BackendLogin,
     BackendOptions,
+    BackendSend,
     Done,
     Event,
     Failed,
     ImapBackendLogin,
     LogLine,
     Pop3BackendLogin,
-    Send,
     SmtpBackendLogin,
     SmtpClient,
     auth_mechanisms,
@@ -70,9 +70,9 @@ def test_imap_login_uses_literals_and_forwards_the_tagged_ok() -> None:
         b"a1 OK LOGIN completed\r\n",
     )
     assert events == [
-        Send(b"a1 LOGIN {3}\r\n"),
-        Send(b"joe {6}\r\n"),
-        Send(b"secret\r\n", secret=True),
+        BackendSend(b"a1 LOGIN {3}\r\n"),
+        BackendSend(b"joe {6}\r\n"),
+        BackendSend(b"secret\r\n", secret=True),
         Done(b"a1 OK LOGIN completed\r\n"),
     ]
 
@@ -94,7 +94,7 @@ def test_imap_untagged_line_alone_waits_for_the_tagged_line() -> None:
 
 def test_imap_reply_split_across_reads_is_reassembled() -> None:
     events = transcript(imap(), b"* O", b"K ready", b"\r\n")
-    assert events == [Send(b"a1 LOGIN {3}\r\n")]
+    assert events == [BackendSend(b"a1 LOGIN {3}\r\n")]
 
 
 def test_imap_rejected_login_with_pass_error_message_off() -> None:
@@ -136,8 +136,8 @@ def test_pop3_login_is_user_then_pass_and_forwards_the_last_ok() -> None:
     login = Pop3BackendLogin(b"joe", b"secret")
     events = transcript(login, b"+OK POP3 ready\r\n", b"+OK\r\n", b"+OK maildrop locked\r\n")
     assert events == [
-        Send(b"USER joe\r\n"),
-        Send(b"PASS secret\r\n", secret=True),
+        BackendSend(b"USER joe\r\n"),
+        BackendSend(b"PASS secret\r\n", secret=True),
         Done(b"+OK maildrop locked\r\n"),
     ]
 
@@ -169,7 +169,7 @@ def test_replies_shorter_than_four_bytes_are_not_judged() -> None:
 def test_reply_must_end_in_crlf() -> None:
     login = Pop3BackendLogin(b"joe", b"pw")
     assert transcript(login, b"+OK ready\n") == []
-    assert transcript(login, b"\r\n") == [Send(b"USER joe\r\n")]
+    assert transcript(login, b"\r\n") == [BackendSend(b"USER joe\r\n")]
 
 
 def test_too_long_response_line_is_an_internal_error_even_when_passing_errors() -> None:
@@ -185,15 +185,15 @@ def test_too_long_response_line_is_an_internal_error_even_when_passing_errors() 
 
 def test_a_reply_filling_the_buffer_exactly_is_read() -> None:
     login = Pop3BackendLogin(b"joe", b"pw", BackendOptions(buffer_size=16))
-    assert transcript(login, b"+OK 0123456789\r\n") == [Send(b"USER joe\r\n")]
+    assert transcript(login, b"+OK 0123456789\r\n") == [BackendSend(b"USER joe\r\n")]
 
 
 def test_bytes_beyond_the_buffer_wait_for_the_next_reply() -> None:
     login = Pop3BackendLogin(b"joe", b"pw", BackendOptions(buffer_size=16))
     events = transcript(login, b"+OK 0123456789\r\n+OK user\r\n", b"+OK pass\r\n")
     assert events == [
-        Send(b"USER joe\r\n"),
-        Send(b"PASS pw\r\n", secret=True),
+        BackendSend(b"USER joe\r\n"),
+        BackendSend(b"PASS pw\r\n", secret=True),
         Done(b"+OK pass\r\n"),
     ]
 
@@ -215,8 +215,8 @@ def test_proxy_protocol_header_is_sent_before_the_greeting_is_read() -> None:
         b"joe", b"pw", BackendOptions(preamble=b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")
     )
     assert transcript(login, b"+OK\r\n") == [
-        Send(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"),
-        Send(b"USER joe\r\n"),
+        BackendSend(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"),
+        BackendSend(b"USER joe\r\n"),
     ]
 
 
@@ -231,8 +231,8 @@ def test_finished_login_repeats_its_outcome() -> None:
 
 
 def test_secret_sends_hide_their_bytes_in_repr() -> None:
-    assert "hunter2" not in repr(Send(b"PASS hunter2\r\n", secret=True))
-    assert "USER" in repr(Send(b"USER joe\r\n"))
+    assert "hunter2" not in repr(BackendSend(b"PASS hunter2\r\n", secret=True))
+    assert "USER" in repr(BackendSend(b"USER joe\r\n"))
 
 
 @pytest.mark.parametrize(
@@ -263,9 +263,9 @@ def test_smtp_xclient_login_replays_the_client_ehlo_and_answers_235() -> None:
         b"250-backend\r\n250 8BITMIME\r\n",
     )
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"XCLIENT ADDR=192.0.2.7 LOGIN=joe NAME=client.example\r\n"),
-        Send(b"EHLO laptop\r\n"),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"XCLIENT ADDR=192.0.2.7 LOGIN=joe NAME=client.example\r\n"),
+        BackendSend(b"EHLO laptop\r\n"),
         Done(SMTP_AUTH_OK),
     ]
 
@@ -274,9 +274,9 @@ def test_smtp_xclient_for_an_ipv6_client_and_a_helo_client() -> None:
     client = SmtpClient(addr="2001:db8::7", host="[UNAVAILABLE]", helo=b"old", esmtp=False)
     events = transcript(smtp(client), b"220 hi\r\n", b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n")
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"XCLIENT ADDR=IPV6:2001:db8::7 LOGIN=joe NAME=[UNAVAILABLE]\r\n"),
-        Send(b"HELO old\r\n"),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"XCLIENT ADDR=IPV6:2001:db8::7 LOGIN=joe NAME=[UNAVAILABLE]\r\n"),
+        BackendSend(b"HELO old\r\n"),
         Done(SMTP_AUTH_OK),
     ]
 
@@ -285,8 +285,8 @@ def test_smtp_xclient_without_client_helo_ends_at_the_xclient_reply() -> None:
     client = SmtpClient(addr="192.0.2.7", host="[TEMPUNAVAIL]")
     events = transcript(smtp(client), b"220 hi\r\n", b"250 ok\r\n", b"220 again\r\n")
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"XCLIENT ADDR=192.0.2.7 LOGIN=joe NAME=[TEMPUNAVAIL]\r\n"),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"XCLIENT ADDR=192.0.2.7 LOGIN=joe NAME=[TEMPUNAVAIL]\r\n"),
         Done(SMTP_AUTH_OK),
     ]
 
@@ -299,10 +299,10 @@ def test_smtp_xclient_login_is_xtext_encoded() -> None:
 def test_smtp_xclient_off_says_helo_or_ehlo_as_the_client_did_with_our_name() -> None:
     helo_client = SmtpClient(addr="192.0.2.7", host="h", helo=b"laptop", esmtp=False)
     assert transcript(smtp(helo_client, xclient=False), b"220 hi\r\n", b"250 hi\r\n") == [
-        Send(b"HELO mx.example\r\n"),
+        BackendSend(b"HELO mx.example\r\n"),
         Done(SMTP_AUTH_OK),
     ]
-    assert transcript(smtp(xclient=False), b"220 hi\r\n")[0] == Send(b"EHLO mx.example\r\n")
+    assert transcript(smtp(xclient=False), b"220 hi\r\n")[0] == BackendSend(b"EHLO mx.example\r\n")
 
 
 def test_smtp_proxy_smtp_auth_sends_auth_plain_and_omits_xclient_login() -> None:
@@ -316,10 +316,10 @@ def test_smtp_proxy_smtp_auth_sends_auth_plain_and_omits_xclient_login() -> None
         b"235 2.7.0 Authentication successful\r\n",
     )
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"XCLIENT ADDR=192.0.2.7 NAME=client.example\r\n"),
-        Send(b"EHLO laptop\r\n"),
-        Send(b"AUTH PLAIN " + plain + b"\r\n", secret=True),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"XCLIENT ADDR=192.0.2.7 NAME=client.example\r\n"),
+        BackendSend(b"EHLO laptop\r\n"),
+        BackendSend(b"AUTH PLAIN " + plain + b"\r\n", secret=True),
         Done(SMTP_AUTH_OK),
     ]
 
@@ -335,10 +335,10 @@ def test_smtp_auth_login_when_the_backend_offers_only_login() -> None:
         b"235 ok\r\n",
     )
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"AUTH LOGIN\r\n"),
-        Send(b"am9l\r\n"),
-        Send(b"c2VjcmV0\r\n", secret=True),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"AUTH LOGIN\r\n"),
+        BackendSend(b"am9l\r\n"),
+        BackendSend(b"c2VjcmV0\r\n", secret=True),
         Done(SMTP_AUTH_OK),
     ]
 
@@ -349,7 +349,9 @@ def test_smtp_auth_without_password_is_an_internal_error(password: bytes | None)
         smtp(xclient=False, proxy_smtp_auth=True, password=password), b"220 hi\r\n", EHLO_REPLY
     )
     assert events[-1] == Failed(SMTP_ERROR, LogLine("error", "no password available"))
-    assert not [event for event in events if isinstance(event, Send) and b"AUTH" in event.data]
+    assert not [
+        event for event in events if isinstance(event, BackendSend) and b"AUTH" in event.data
+    ]
 
 
 def test_smtp_rejected_auth_passes_the_backend_reply_when_asked() -> None:
@@ -384,11 +386,11 @@ def test_smtp_none_replays_mail_and_rcpt_and_forwards_the_rcpt_reply() -> None:
         b"550 5.1.1 no such user\r\n",
     )
     assert events == [
-        Send(b"EHLO mx.example\r\n"),
-        Send(b"XCLIENT ADDR=192.0.2.7 NAME=client.example\r\n"),
-        Send(b"EHLO laptop\r\n"),
-        Send(b"MAIL FROM:<a@example.org> SIZE=10\r\n"),
-        Send(b"RCPT TO:<b@example.net>\r\n"),
+        BackendSend(b"EHLO mx.example\r\n"),
+        BackendSend(b"XCLIENT ADDR=192.0.2.7 NAME=client.example\r\n"),
+        BackendSend(b"EHLO laptop\r\n"),
+        BackendSend(b"MAIL FROM:<a@example.org> SIZE=10\r\n"),
+        BackendSend(b"RCPT TO:<b@example.net>\r\n"),
         Done(b"550 5.1.1 no such user\r\n"),
     ]
 
