@@ -67,7 +67,7 @@ class Log(Protocol):
     def error(self, message: str) -> None: ...
     def notice(self, message: str) -> None: ...
     def info(self, message: str) -> None: ...
-    def reopen(self) -> None: ...
+    def reopen(self) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +158,22 @@ class Worker:
         log: Log,
         contexts: Mapping[int, object] | None = None,
         handler: Handler | None = None,
+        *,
+        server_logs: Mapping[int, Log] | None = None,
     ) -> None:
-        """Store what the worker needs; runs in the master, so it touches no process state."""
+        """Store what the worker needs; runs in the master, so it touches no process state.
+
+        ``server_logs``: the error log of each server that has its own, by index into
+        ``config.servers`` (opened by the master; the others log to ``log``)."""
         self.config = config
         self.listeners = list(listeners)
         self.log = log
         self.contexts = dict(contexts or {})  # TLS context per index into config.servers
+        self.server_logs = dict(server_logs or {})
         # The mail session is the handler; tests of the process alone may pass another.
-        self.handler = handler or SessionFactory(config, log, self.contexts)
+        self.handler = handler or SessionFactory(
+            config, log, self.contexts, server_logs=self.server_logs
+        )
         self.loop = Loop(on_error=self._callback_failed)
         self.quitting = False
         self._accept_batch = ACCEPT_BATCH if config.main.multi_accept else 1
@@ -268,6 +276,9 @@ class Worker:
                 self.terminating = True
             elif signo == signal.SIGUSR1:
                 self.log.reopen()
+                # Servers sharing their mail {} level's log share one object: reopen it once.
+                for server_log in {id(log): log for log in self.server_logs.values()}.values():
+                    server_log.reopen()
                 if isinstance(self.handler, SessionFactory):
                     self.handler.reopen()
 
