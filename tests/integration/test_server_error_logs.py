@@ -23,7 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAILGATE, USERS, Gateway, wait_until
+from tests.conftest import (
+    IMPLEMENTATIONS,
+    MAILGATE,
+    USERS,
+    Gateway,
+    TlsFiles,
+    running_gateway,
+    wait_until,
+)
+from tests.servers.auth_http import AuthServer
+from tests.servers.files import NOBODY_UID, reachable_dir
 from tests.servers.syslog import SyslogReceiver, running_receiver
 
 pytestmark = pytest.mark.slow
@@ -167,6 +177,45 @@ def test_hup_opens_a_changed_server_log_and_the_new_workers_use_it(gateway: Gate
     assert any(
         "connected to" in line for line in wait_for_session_end(renamed, gateway.port("own"))
     )
+
+
+ROTATED_CONFIG = """
+mail {
+    auth_http %%AUTH_HTTP%%;
+    server_name localhost;
+    server { listen 127.0.0.1:%%PORT_own%%; protocol imap; error_log own.log info; }
+}
+"""
+
+
+# Not on the module's gateway: the workers (nobody) reopen the file by its path, so the
+# folder must be one they can reach, which pytest's 0700 folders are not.
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_usr1_reopens_a_rotated_server_log_for_the_workers(
+    implementation: str, tmp_path: Path, auth_server: AuthServer, tls_files: TlsFiles
+) -> None:
+    values = {"AUTH_HTTP": auth_server.url}
+    with (
+        reachable_dir(tmp_path, "run") as folder,
+        running_gateway(
+            implementation, ROTATED_CONFIG, folder, values, tls_files.ca, workers=1
+        ) as gateway,
+    ):
+        own, rotated = folder / "own.log", folder / "own.log.1"
+        (worker,) = gateway.worker_pids()
+        own.rename(rotated)
+        os.kill(int((folder / "nginx.pid").read_text()), signal.SIGUSR1)
+        # The master reopens first, then tells the worker, which reopens before its next event.
+        assert wait_until(
+            lambda: any(
+                f" {worker}#" in line and "reopening logs" in line
+                for line in gateway.log_text().splitlines()
+            )
+        ), gateway.log_text()
+        assert own.stat().st_uid == NOBODY_UID  # handed to the workers' user by the master
+        log_in(gateway, "own")
+        assert LAST_LINE in "".join(wait_for_session_end(own, gateway.port("own")))
+        assert LAST_LINE not in rotated.read_text()
 
 
 # mailgate only: Debian's nginx is built --with-debug, where ``memory:`` is a debug buffer;
