@@ -170,6 +170,13 @@ class Worker:
         self.log = log
         self.contexts = dict(contexts or {})  # TLS context per index into config.servers
         self.server_logs = dict(server_logs or {})
+        # A listener's own messages (accept() failures, worker_connections) go to its
+        # server's log, as nginx's listening socket logs through the server's error_log.
+        self._listener_logs: dict[int, Log] = {
+            id(server): self.server_logs[index]
+            for index, server in enumerate(config.servers)
+            if index in self.server_logs
+        }
         # The mail session is the handler; tests of the process alone may pass another.
         self.handler = handler or SessionFactory(
             config, log, self.contexts, server_logs=self.server_logs
@@ -342,8 +349,11 @@ class Worker:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._admit(sock, peer, listening)
 
+    def _listener_log(self, listening: Listening) -> Log:
+        return self._listener_logs.get(id(listening.server), self.log)
+
     def _accept_failed(self, listening: Listening, err: OSError) -> None:
-        self.log.alert(f"accept4() failed ({err.errno}: {err.strerror})")
+        self._listener_log(listening).alert(f"accept4() failed ({err.errno}: {err.strerror})")
         if err.errno in _OUT_OF_FDS:
             # The backlog stays readable, so keep watching it and we would spin; rest instead.
             self.loop.selector.unregister(listening.sock)
@@ -357,7 +367,7 @@ class Worker:
         limit = self.config.main.worker_connections
         if len(self.loop.connections) >= limit:
             sock.close()
-            self._alert_connections(limit)
+            self._alert_connections(limit, listening)
             return
         sock.setblocking(False)
         try:
@@ -366,11 +376,11 @@ class Worker:
             self.log.alert(f"connection handler failed: {err!r}")
             sock.close()
 
-    def _alert_connections(self, limit: int) -> None:
+    def _alert_connections(self, limit: int, listening: Listening) -> None:
         now = time.monotonic()
         if now - self._last_connections_alert >= 1.0:
             self._last_connections_alert = now
-            self.log.alert(f"{limit} worker_connections are not enough")
+            self._listener_log(listening).alert(f"{limit} worker_connections are not enough")
 
     # -- stopping ------------------------------------------------------------------------
 

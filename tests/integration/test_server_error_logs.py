@@ -14,9 +14,11 @@ mailgate does not write; what both must agree on is every line at ``info`` and a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,6 +36,7 @@ from tests.conftest import (
 )
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, reachable_dir
+from tests.servers.ports import LOOPBACK
 from tests.servers.syslog import SyslogReceiver, running_receiver
 
 pytestmark = pytest.mark.slow
@@ -216,6 +219,41 @@ def test_usr1_reopens_a_rotated_server_log_for_the_workers(
         log_in(gateway, "own")
         assert LAST_LINE in "".join(wait_for_session_end(own, gateway.port("own")))
         assert LAST_LINE not in rotated.read_text()
+
+
+CROWDED_CONFIG = """
+mail {
+    auth_http %%AUTH_HTTP%%;
+    server_name localhost;
+    server { listen 127.0.0.1:%%PORT_own%%; protocol imap; error_log own.log info; }
+}
+"""
+CROWDED_CONNECTIONS = 4
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_worker_connections_alert_goes_to_the_listener_s_server_log(
+    implementation: str, tmp_path: Path, auth_server: AuthServer, tls_files: TlsFiles
+) -> None:
+    values = {"AUTH_HTTP": auth_server.url}
+    alert = f"{CROWDED_CONNECTIONS} worker_connections are not enough"
+    with (
+        running_gateway(
+            implementation,
+            CROWDED_CONFIG,
+            tmp_path,
+            values,
+            tls_files.ca,
+            workers=1,
+            connections=CROWDED_CONNECTIONS,
+        ) as gateway,
+        contextlib.ExitStack() as clients,
+    ):
+        own = tmp_path / "own.log"
+        for _ in range(3 * CROWDED_CONNECTIONS):
+            clients.enter_context(socket.create_connection((LOOPBACK, gateway.port("own"))))
+        assert wait_until(lambda: any(alert in line for line in lines(own))), lines(own)
+        assert alert not in gateway.log_text()
 
 
 # mailgate only: Debian's nginx is built --with-debug, where ``memory:`` is a debug buffer;
