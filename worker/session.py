@@ -121,8 +121,7 @@ class SessionFactory:
         }
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
-        # built only when some error_log target takes info; a log without ``enabled`` (a test
-        # double) takes everything.
+        # built only when some target of the session's error_log takes info.
         self.info_enabled = _takes_info(log)
         # Keyed by the server object itself, as the contexts: (its log, whether it takes info).
         own = server_logs or {}
