@@ -70,6 +70,12 @@ class Log(Protocol):
     def reopen(self) -> object: ...
 
 
+class ServerLog(Log, Protocol):
+    """A server's own error log: its reopen failures are reported in the main log (nginx)."""
+
+    def reopen(self, owner: int | None = None, *, report: bool = True) -> list[str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Listening:
     """A bound, listening socket with the ``listen`` and ``server {}`` it belongs to."""
@@ -159,7 +165,7 @@ class Worker:
         contexts: Mapping[int, object] | None = None,
         handler: Handler | None = None,
         *,
-        server_logs: Mapping[int, Log] | None = None,
+        server_logs: Mapping[int, ServerLog] | None = None,
     ) -> None:
         """Store what the worker needs; runs in the master, so it touches no process state.
 
@@ -285,7 +291,8 @@ class Worker:
                 self.log.reopen()
                 # Servers sharing their mail {} level's log share one object: reopen it once.
                 for server_log in {id(log): log for log in self.server_logs.values()}.values():
-                    server_log.reopen()
+                    for failure in server_log.reopen(report=False):
+                        self.log.alert(failure)
                 if isinstance(self.handler, SessionFactory):
                     self.handler.reopen()
 
