@@ -62,6 +62,7 @@ mail {
 
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
 LAST_LINE = "proxied session done"  # the last info line of a LOGIN ... LOGOUT session
+SESSION_DEADLINE = 10.0  # a login goes through the auth server and Dovecot: slow when loaded
 # ``2026/12/08 05:40:00 [info] 1234#0: *1 client ...``: the level and what follows the stamp.
 LOG_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[(\w+)\] .*)$")
 # ``<190>Dec  8 05:40:00 nginx: 2026/12/08 05:40:00 [info] ...`` (nohostname): the syslog
@@ -123,7 +124,8 @@ def session_lines(logged: list[str], port: int) -> list[str]:
 def wait_for_session_end(path: Path, port: int) -> list[str]:
     """The lines about ``port`` once a session's last line (``proxied session done``) is in."""
     assert wait_until(
-        lambda: any(LAST_LINE in line for line in session_lines(lines(path), port))
+        lambda: any(LAST_LINE in line for line in session_lines(lines(path), port)),
+        SESSION_DEADLINE,
     ), lines(path)[-10:]
     return session_lines(lines(path), port)
 

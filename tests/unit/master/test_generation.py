@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from pathlib import Path
@@ -14,6 +15,7 @@ from mailgate.master.log import ErrorLog
 
 
 def open_fds() -> set[str]:
+    gc.collect()  # sockets earlier tests dropped close now, not in the middle of ours
     return set(os.listdir("/proc/self/fd"))
 
 
@@ -48,7 +50,7 @@ def test_prepare_opens_the_server_logs_and_retire_closes_the_old_ones(
     assert "first" in (tmp_path / "one.log").read_text()
     assert "second" in (tmp_path / "two.log").read_text()
     generation.retire(second, generation.Generation(2, second.config, {}, []))
-    assert open_fds() == before
+    assert open_fds() - before == set()
 
 
 def test_a_prepare_that_cannot_bind_leaves_no_server_log_open(tmp_path: Path, port: int) -> None:
@@ -58,4 +60,4 @@ def test_a_prepare_that_cannot_bind_leaves_no_server_log_open(tmp_path: Path, po
         before = open_fds()
         with pytest.raises(generation.PrepareError):
             generation.prepare(config(tmp_path, port, "own.log"), {}, ErrorLog())
-        assert open_fds() == before
+        assert open_fds() - before == set()
