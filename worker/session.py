@@ -105,7 +105,12 @@ class SessionFactory:
         config: model.Config,
         log: SessionLog,
         contexts: Mapping[int, object],
+        *,
+        server_logs: Mapping[int, SessionLog] | None = None,
     ) -> None:
+        """``server_logs``: the error log of each server that has its own, by index into
+        ``config.servers``; as nginx's ``ngx_set_connection_log``, it replaces ``log`` for
+        that server's sessions."""
         self.log = log
         self._resolvers: dict[tuple[object, ...], ClientNames] = {}
         # Keyed by the server object itself: the worker hands us the same instances.
@@ -116,10 +121,15 @@ class SessionFactory:
         }
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
-        # built only when some error_log target takes info; a log without ``enabled`` (a test
-        # double) takes everything.
-        enabled = getattr(log, "enabled", None)
-        self.info_enabled: bool = enabled is None or bool(enabled(INFO_LEVEL))
+        # built only when some target of the session's error_log takes info.
+        self.info_enabled = _takes_info(log)
+        # Keyed by the server object itself, as the contexts: (its log, whether it takes info).
+        own = server_logs or {}
+        self._logs: dict[int, tuple[SessionLog, bool]] = {
+            id(server): (own[index], _takes_info(own[index]))
+            for index, server in enumerate(config.servers)
+            if index in own
+        }
         self.access_logs = AccessLogs(config.servers, log)
         # Bound here, before fork, so every worker starts with its listeners' series at 0.
         self._metrics: dict[int, worker_metrics.ListenerMetrics] = {}
@@ -137,6 +147,10 @@ class SessionFactory:
     ) -> None:
         self._numbers += 1
         Session(self, self._numbers, sock, peer, listen=listen, server=server, loop=loop)
+
+    def log_for(self, server: model.ServerConfig) -> tuple[SessionLog, bool]:
+        """The error log of ``server``'s sessions, and whether it takes info lines."""
+        return self._logs.get(id(server)) or (self.log, self.info_enabled)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
         return self.contexts.get(id(server))
@@ -169,6 +183,12 @@ class SessionFactory:
         if key not in self._resolvers:
             self._resolvers[key] = Resolver.from_config(loop, server)
         return self._resolvers[key]
+
+
+def _takes_info(log: SessionLog) -> bool:
+    # A log without ``enabled`` (a test double) takes everything.
+    enabled = getattr(log, "enabled", None)
+    return enabled is None or bool(enabled(INFO_LEVEL))
 
 
 def _client_buffer(server: model.ServerConfig) -> int:
@@ -234,7 +254,7 @@ class Session:
         loop: Loop,
     ) -> None:
         self.factory = factory
-        self.log = factory.log
+        self.log, self._info_enabled = factory.log_for(server)
         self.number = number
         self.sock = sock
         self.listen = listen
@@ -278,7 +298,7 @@ class Session:
         self._client_eof = False
         self.machine = MACHINES[server.protocol](server, tls=listen.ssl)
         loop.track(self)
-        if factory.info_enabled:
+        if self._info_enabled:
             self.log.info(
                 f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
             )
@@ -304,7 +324,7 @@ class Session:
         return text
 
     def _info(self, message: str) -> None:
-        if not self.factory.info_enabled:
+        if not self._info_enabled:
             return  # hot path: the context string is the costly part, and nobody reads it
         self.log.info(f"*{self.number} {message}{self._context()}")
 
