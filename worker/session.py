@@ -265,7 +265,9 @@ class Session:
         self.client_host = auth_http.UNAVAILABLE
         self.login: bytes | None = None
         self.upstream: str | None = None
-        self.action = "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
+        self.action: str | None = (
+            "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
+        )
         self.closed = False
         self.stream: Stream | None = None
         self.backend: Stream | None = None
@@ -313,7 +315,9 @@ class Session:
 
     def _context(self) -> str:
         """nginx's mail log context: what we were doing and with whom."""
-        text = f" while {self.action}, client: {self.client_addr}"
+        # nginx leaves the action out of the two lines a session logs between phases.
+        text = f" while {self.action}" if self.action else ""
+        text += f", client: {self.client_addr}"
         if self.machine.tls and not self.listen.ssl:
             text += " using starttls"
         text += f", server: {self.listen.text}"
@@ -908,6 +912,7 @@ class Session:
         self._disarm_timeout()
         self._login_counted(worker_metrics.OK)
         self._relay_base = (upstream.bytes_out, upstream.bytes_in)
+        self.action = None
         self._info("client logged in")
         self.action = "proxying"
         client.write(done.to_client)
@@ -933,6 +938,7 @@ class Session:
             self._because(CloseReason.RELAY_ERROR)
         if reason:
             self._info(reason)
+        self.action = None
         self._info("proxied session done")
         self.close()
 
