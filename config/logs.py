@@ -7,7 +7,7 @@ import string
 from mailgate.config.addresses import URLError, parse_url
 from mailgate.config.directives import Call
 from mailgate.config.model import LogTarget, Syslog
-from mailgate.config.setters import full_path, parse_size
+from mailgate.config.setters import full_path
 
 LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 # Debug masks select subsystems in a debug build; mailgate logs them all at "debug".
@@ -54,6 +54,7 @@ FACILITIES = {
     )
 }
 SYSLOG_PORT = 514
+NO_MEMORY_LOG = "mailgate was built without debug support"  # nginx's words for memory:
 SYSLOG_TAG_MAX = 32
 _TAG_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 
@@ -137,9 +138,9 @@ def _target(call: Call, word: str) -> str:
             raise call.error(str(err)) from None
         return word
     if word.startswith("memory:"):
-        if parse_size(word[len("memory:") :]) is None:
-            raise call.error(f'invalid buffer size "{word[len("memory:") :]}"')
-        return word
+        # nginx keeps a memory buffer only in a debug build; one without refuses the target
+        # before reading its size (ngx_log_set_log). mailgate has no such build.
+        raise call.error(NO_MEMORY_LOG)
     return full_path(call.state.prefix, word)
 
 

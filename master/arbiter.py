@@ -242,8 +242,8 @@ class Arbiter:
         new_log: ErrorLog | None = None
         try:
             config, contexts = self.reload()
-            if config.main.error_log != self.config.main.error_log:
-                new_log, notes = self.log.successor(config.main.error_log)
+            # Reopened even when unchanged, as nginx opens a new cycle's files on HUP.
+            new_log = self.log.successor(config.main.error_log)
             new = generation.prepare(config, contexts, self.log, previous=self.current)
         except (ReloadError, LogOpenError, generation.PrepareError) as err:
             if new_log is not None:
@@ -252,10 +252,7 @@ class Arbiter:
             self.log.alert("reload failed, the old configuration keeps running")
             metric_events.reload_done(False)
             return
-        if new_log is not None:
-            self.log.adopt(new_log)
-            for note in notes:
-                self.log.warn(note)
+        self.log.adopt(new_log)
         for warning in config.warnings:
             self.log.warn(warning)
         try:
@@ -283,6 +280,8 @@ class Arbiter:
         self.log.notice(signals.received(signal.SIGUSR1))
         owner = files.worker_uid(self.config)
         self.log.reopen(owner)
+        for error in self.current.server_logs.reopen(owner):
+            self.log.alert(error)
         if owner is not None:
             for error in files.hand_over_access_logs(self.config, owner):
                 self.log.alert(error)
@@ -363,7 +362,14 @@ class Arbiter:
 
     def spawn_worker(self) -> int:
         """Fork one worker of the current generation; returns its pid."""
-        worker = Worker(self.config, self.listeners, self.log, self.current.contexts, self.handler)
+        worker = Worker(
+            self.config,
+            self.listeners,
+            self.log,
+            self.current.contexts,
+            self.handler,
+            server_logs=self.current.server_logs.by_index,
+        )
         # Blocked across fork so a signal cannot reach the child while it still has our handlers.
         signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
         pid = os.fork()

@@ -20,7 +20,7 @@ from mailgate.master.metrics import MetricsError, supervisor
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.master.metrics import events as metric_events
 from mailgate.master.pidfile import PidFile
-from mailgate.worker.process import Listening, Worker
+from mailgate.worker.process import Worker
 
 
 def start(
@@ -40,12 +40,10 @@ def start(
     cannot be opened.
     """
     try:
-        log, notes = ErrorLog.from_config(config.main.error_log, default=early_log)
+        log = ErrorLog.from_config(config.main.error_log, default=early_log)
     except LogOpenError as err:
         early.emerg(str(err))  # nginx: one line on the terminal, and exit 1
         return 1
-    for note in notes:
-        log.warn(note)
     inherited = upgrade.inherited_sockets(os.environ, log)
     try:
         first = generation.prepare(config, contexts, log, inherited=inherited or ())
@@ -86,7 +84,7 @@ def start(
     arbiter: Arbiter | None = None
     try:
         if not config.main.master_process:
-            return _run_single(config, first.listeners, log, contexts)
+            return _run_single(first, log)
         arbiter = Arbiter(
             first,
             log,
@@ -109,20 +107,21 @@ def start(
         log.notice("exit")
 
 
-def _run_single(
-    config: model.Config,
-    listening: list[Listening],
-    log: ErrorLog,
-    contexts: Mapping[int, object],
-) -> int:
+def _run_single(first: generation.Generation, log: ErrorLog) -> int:
     # ``master_process off`` (nginx's debugging mode): one loop in this process, no respawn,
     # no reload; QUIT and TERM work as in a worker.
-    worker = Worker(config, listening, log, contexts)
+    worker = Worker(
+        first.config,
+        first.listeners,
+        log,
+        first.contexts,
+        server_logs=first.server_logs.by_index,
+    )
     worker.init_process(single=True)
     try:
         return worker.run()
     finally:
-        listeners.close_all(listening)
+        listeners.close_all(first.listeners)
 
 
 def _old_master() -> int:

@@ -129,7 +129,7 @@ def test(
     generation = _build(paths, log)
     if generation is not None:
         try:
-            ErrorLog.from_config(generation[0].main.error_log, default_log or STDERR)[0].close()
+            ErrorLog.from_config(generation[0].main.error_log, default_log or STDERR).close()
         except LogOpenError as err:
             log.emerg(str(err))
             generation = None

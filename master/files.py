@@ -15,7 +15,7 @@ import os
 import pwd
 
 from mailgate.config import core, model
-from mailgate.master.log import LogOpenError, open_log_file
+from mailgate.master.log import STDERR, LogOpenError, open_log_file
 from mailgate.worker.process import group_exists
 
 
@@ -26,6 +26,17 @@ class FileCheckError(Exception):
 def access_log_paths(config: model.Config) -> list[str]:
     """Every ``access_log`` file of ``config``, once each, in configuration order."""
     paths = (log.path for server in config.servers for log in server.access_log)
+    return list(dict.fromkeys(paths))
+
+
+def server_error_log_paths(config: model.Config) -> list[str]:
+    """Every file a server's own ``error_log`` names (not ``stderr`` or ``syslog:``), once."""
+    paths = (
+        target.target
+        for server in config.servers
+        for target in server.error_log
+        if target.target != STDERR and not target.target.startswith("syslog:")
+    )
     return list(dict.fromkeys(paths))
 
 
@@ -40,9 +51,10 @@ def _worker_account(config: model.Config) -> tuple[str, str] | None:
 
 
 def check(config: model.Config) -> None:
-    """``-t``, start and reload: the worker user exists and every access log opens.
+    """``-t``, start and reload: the worker user exists and every access log and server
+    error log opens.
 
-    Access logs are created here as root, as nginx's master creates them. Raises
+    They are created here as root, as nginx's master creates them. Raises
     :class:`FileCheckError`.
     """
     account = _worker_account(config)
@@ -56,7 +68,7 @@ def check(config: model.Config) -> None:
             grp.getgrnam(group)
         except KeyError:
             raise FileCheckError(f'getgrnam("{group}") failed') from None
-    for path in access_log_paths(config):
+    for path in (*server_error_log_paths(config), *access_log_paths(config)):
         try:
             os.close(open_log_file(path))
         except LogOpenError as err:

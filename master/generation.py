@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailgate.config import model
 from mailgate.master import listeners as listeners_mod
-from mailgate.master.log import ErrorLog
+from mailgate.master.log import ErrorLog, LogOpenError, ServerLogs
 from mailgate.worker.process import Listening
 
 
@@ -34,6 +34,7 @@ class Generation:
     config: model.Config
     contexts: Mapping[int, object]  # TLS context per index into config.servers
     listeners: list[Listening]
+    server_logs: ServerLogs = field(default_factory=ServerLogs)  # servers' own error_log
 
 
 def prepare(
@@ -48,27 +49,35 @@ def prepare(
 
     At start the listeners are bound, or taken over from ``inherited`` (a binary upgrade);
     on reload those of ``previous`` are reused by address and only new addresses are bound.
+    The servers' own error logs are opened here, as root, every time: nginx opens a new
+    cycle's files on HUP, so a changed path is created and an unchanged one reopened.
     On any error what was acquired here is released, ``previous`` is left exactly as it was,
     and :class:`PrepareError` is raised. Shared-memory zones belong here too (created, or
     attached by name and size from ``previous``), so a reload stays one transaction.
     """
     number = 0 if previous is None else previous.number + 1
     try:
+        server_logs = ServerLogs(config.servers)
+    except LogOpenError as err:
+        raise PrepareError(str(err)) from err
+    try:
         if previous is None:
             listening = listeners_mod.open_all(config, log, inherited)
         else:
             listening = listeners_mod.reuse_or_open(config, previous.listeners, log)
     except listeners_mod.BindError as err:
+        server_logs.close()
         raise PrepareError(str(err)) from err
-    return Generation(number, config, contexts, listening)
+    return Generation(number, config, contexts, listening, server_logs)
 
 
 def retire(previous: Generation, current: Generation) -> None:
     """Release what ``previous`` held and ``current`` no longer uses (removed listeners).
 
     Runs once ``current`` is committed; the old workers keep their own copies of the
-    sockets until they exit, so their open sessions are not disturbed.
+    sockets and log files until they exit, so their open sessions are not disturbed.
     """
+    previous.server_logs.close()
     kept = {listening.sock for listening in current.listeners}
     listeners_mod.close_all(
         [listening for listening in previous.listeners if listening.sock not in kept]

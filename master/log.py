@@ -131,37 +131,30 @@ class ErrorLog:
                 raise
 
     @classmethod
-    def from_config(
-        cls, targets: Sequence[model.LogTarget], default: str = STDERR
-    ) -> tuple[ErrorLog, list[str]]:
-        """The log for ``error_log`` directives, and warnings about targets not supported yet.
+    def from_config(cls, targets: Sequence[model.LogTarget], default: str = STDERR) -> ErrorLog:
+        """The main log for ``error_log`` directives.
 
         No ``error_log`` at all means the loader's default file, or ``default`` (the ``-e``
         file) at ``error`` if one was given; an empty ``targets`` means ``default``.
-        ``syslog:`` and ``memory:`` targets fall back to stderr for now.
         """
-        chosen: list[tuple[str, Level]] = []
-        warnings: list[str] = []
         if default != STDERR and tuple(targets) == loader.DEFAULT_ERROR_LOG:
             targets = ()  # the loader's stand-in for "no error_log": -e takes its place
-        for target in targets or (model.LogTarget(default),):
-            path = target.target
-            if path.startswith("memory:"):
-                kind = path.split(":", 1)[0]
-                warnings.append(f'error_log "{kind}:" is not supported yet, logging to stderr')
-                path = STDERR
-            chosen.append((path, Level[target.level.upper()]))
-        log = cls(chosen)
+        log = cls.of(targets or (model.LogTarget(default),))
         log._default = default
-        return log, warnings
+        return log
 
-    def successor(self, targets: Sequence[model.LogTarget]) -> tuple[ErrorLog, list[str]]:
+    @classmethod
+    def of(cls, targets: Sequence[model.LogTarget]) -> ErrorLog:
+        """The log writing to exactly ``targets``; raises :class:`LogOpenError`."""
+        return cls([(target.target, Level[target.level.upper()]) for target in targets])
+
+    def successor(self, targets: Sequence[model.LogTarget]) -> ErrorLog:
         """Reload, first step: open the new generation's ``error_log`` targets (nginx opens
         the new configuration's logs on HUP). Raises :class:`LogOpenError`; this log is
         untouched either way, so a failed reload keeps logging where it did."""
-        new, warnings = ErrorLog.from_config(targets, self._default)
+        new = ErrorLog.from_config(targets, self._default)
         new.console = self.console
-        return new, warnings
+        return new
 
     def adopt(self, new: ErrorLog) -> None:
         """Reload, once committed: write to ``new``'s targets from now on, close ours."""
@@ -195,10 +188,12 @@ class ErrorLog:
         if self.console and level <= Level.WARN and not self.has_stderr:
             _write(sys.stderr.fileno(), console_line(level, message).encode("utf-8", "replace"))
 
-    def reopen(self, owner: int | None = None) -> None:
+    def reopen(self, owner: int | None = None, *, report: bool = True) -> list[str]:
         """Reopen every target (USR1), so rotated logs are let go of; a file that cannot
-        be reopened keeps its old descriptor and is reported. ``owner``: see
-        :func:`open_log_file` (the master passes the workers' uid)."""
+        be reopened keeps its old descriptor and is reported here (or, without ``report``,
+        only returned). ``owner``: see :func:`open_log_file` (the master passes the
+        workers' uid)."""
+        failures = []
         for target in self._targets:
             try:
                 if isinstance(target, SyslogTarget):
@@ -206,7 +201,11 @@ class ErrorLog:
                 else:
                     target.open(owner)
             except LogOpenError as err:
-                self.alert(str(err))
+                failures.append(str(err))
+        if report:
+            for failure in failures:
+                self.alert(failure)
+        return failures
 
     def close(self) -> None:
         """Close the file targets."""
@@ -236,6 +235,47 @@ class ErrorLog:
 
     def debug(self, message: str) -> None:
         self.log(Level.DEBUG, message)
+
+
+class ServerLogs:
+    """The error logs of the ``server {}`` blocks that have their own (or their ``mail {}``
+    block's), opened by the master and inherited by the workers.
+
+    As nginx sets a connection's log to its server's ``error_log`` chain, these replace the
+    main log for the sessions of their server; servers naming the same targets (those that
+    inherit the ``mail {}`` level's) share one log. Process messages stay in the main log.
+    """
+
+    def __init__(self, servers: Sequence[model.ServerConfig] = ()) -> None:
+        """Open every server's targets; raises :class:`LogOpenError` (nothing left open)."""
+        self.by_index: dict[int, ErrorLog] = {}  # index into ``servers`` -> its log
+        shared: dict[tuple[model.LogTarget, ...], ErrorLog] = {}
+        try:
+            for index, server in enumerate(servers):
+                if not server.error_log:
+                    continue  # the main log
+                log = shared.get(server.error_log)
+                if log is None:
+                    log = shared[server.error_log] = ErrorLog.of(server.error_log)
+                    log.console = False  # the terminal shows the master's start-up only
+                self.by_index[index] = log
+        except LogOpenError:
+            for log in shared.values():
+                log.close()
+            raise
+        self._logs = list(shared.values())
+
+    def reopen(self, owner: int | None = None) -> list[str]:
+        """USR1: reopen every target (see :meth:`ErrorLog.reopen`); returns the failures
+        for the main log, which is where nginx reports them too."""
+        failures: list[str] = []
+        for log in self._logs:
+            failures += log.reopen(owner, report=False)
+        return failures
+
+    def close(self) -> None:
+        for log in self._logs:
+            log.close()
 
 
 def _write(fd: int, data: bytes) -> None:

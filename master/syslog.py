@@ -1,9 +1,11 @@
 """``error_log syslog:server=...``: RFC 3164 messages over UDP (or a unix datagram socket).
 
-The message is nginx's: ``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG: [level] pid#0: text``, with the
-HOSTNAME left out under ``nohostname``. The severity is the message's level unless the target
-names one; the facility defaults to ``local7`` and the tag to ``mailgate``. Sending never
-blocks and never fails the caller: a lost datagram is a lost log line, as with nginx.
+The message is nginx's: the syslog header ``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG: `` and then the
+whole error log line, its own time stamp included (``yyyy/mm/dd hh:mm:ss [level] pid#0: text``,
+as ``ngx_syslog_writer`` sends it), with the HOSTNAME left out under ``nohostname``. The
+severity is the message's level unless the target names one; the facility defaults to
+``local7`` and the tag to ``mailgate``. Sending never blocks and never fails the caller: a
+lost datagram is a lost log line, as with nginx.
 
 The target has the shape of ``master.log``'s file targets (``path``, ``level``, ``open``,
 ``close``) plus :meth:`SyslogTarget.emit`, so the error log can hold both kinds in one list.
@@ -37,7 +39,8 @@ def format_message(
     pri = spec.facility * 8 + (spec.severity if spec.severity is not None else severity)
     host = f" {socket.gethostname()}" if spec.hostname else ""
     text = escape_controls(text)  # as the error log file: one line, no terminal control
-    line = f"<{pri}>{timestamp(when)}{host} {spec.tag}: [{level_label}] {pid}#0: {text}"
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(when))
+    line = f"<{pri}>{timestamp(when)}{host} {spec.tag}: {stamp} [{level_label}] {pid}#0: {text}"
     return line.encode("utf-8", "replace")[:MAX_MESSAGE]
 
 

@@ -68,7 +68,13 @@ class Log(Protocol):
     def error(self, message: str) -> None: ...
     def notice(self, message: str) -> None: ...
     def info(self, message: str) -> None: ...
-    def reopen(self) -> None: ...
+    def reopen(self) -> object: ...
+
+
+class ServerLog(Log, Protocol):
+    """A server's own error log: its reopen failures are reported in the main log (nginx)."""
+
+    def reopen(self, owner: int | None = None, *, report: bool = True) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +158,29 @@ class Worker:
         log: Log,
         contexts: Mapping[int, object] | None = None,
         handler: Handler | None = None,
+        *,
+        server_logs: Mapping[int, ServerLog] | None = None,
     ) -> None:
-        """Store what the worker needs; runs in the master, so it touches no process state."""
+        """Store what the worker needs; runs in the master, so it touches no process state.
+
+        ``server_logs``: the error log of each server that has its own, by index into
+        ``config.servers`` (opened by the master; the others log to ``log``)."""
         self.config = config
         self.listeners = list(listeners)
         self.log = log
         self.contexts = dict(contexts or {})  # TLS context per index into config.servers
+        self.server_logs = dict(server_logs or {})
+        # A listener's own messages (accept() failures, worker_connections) go to its
+        # server's log, as nginx's listening socket logs through the server's error_log.
+        self._listener_logs: dict[int, Log] = {
+            id(server): self.server_logs[index]
+            for index, server in enumerate(config.servers)
+            if index in self.server_logs
+        }
         # The mail session is the handler; tests of the process alone may pass another.
-        self.handler = handler or SessionFactory(config, log, self.contexts)
+        self.handler = handler or SessionFactory(
+            config, log, self.contexts, server_logs=self.server_logs
+        )
         self.loop = Loop(on_error=self._callback_failed)
         self.quitting = False
         self._accept_batch = ACCEPT_BATCH if config.main.multi_accept else 1
@@ -262,6 +283,10 @@ class Worker:
                 self.terminating = True
             elif signo == signal.SIGUSR1:
                 self.log.reopen()
+                # Servers sharing their mail {} level's log share one object: reopen it once.
+                for server_log in {id(log): log for log in self.server_logs.values()}.values():
+                    for failure in server_log.reopen(report=False):
+                        self.log.alert(failure)
                 if isinstance(self.handler, SessionFactory):
                     self.handler.reopen()
 
@@ -325,8 +350,11 @@ class Worker:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._admit(sock, peer, listening)
 
+    def _listener_log(self, listening: Listening) -> Log:
+        return self._listener_logs.get(id(listening.server), self.log)
+
     def _accept_failed(self, listening: Listening, err: OSError) -> None:
-        self.log.alert(f"accept4() failed ({err.errno}: {err.strerror})")
+        self._listener_log(listening).alert(f"accept4() failed ({err.errno}: {err.strerror})")
         if err.errno in _OUT_OF_FDS:
             # The backlog stays readable, so keep watching it and we would spin; rest instead.
             self.loop.selector.unregister(listening.sock)
@@ -340,7 +368,7 @@ class Worker:
         limit = self.config.main.worker_connections
         if len(self.loop.connections) >= limit:
             sock.close()
-            self._alert_connections(limit)
+            self._alert_connections(limit, listening)
             return
         sock.setblocking(False)
         try:
@@ -349,11 +377,11 @@ class Worker:
             self.log.alert(f"connection handler failed: {err!r}")
             sock.close()
 
-    def _alert_connections(self, limit: int) -> None:
+    def _alert_connections(self, limit: int, listening: Listening) -> None:
         now = time.monotonic()
         if now - self._last_connections_alert >= 1.0:
             self._last_connections_alert = now
-            self.log.alert(f"{limit} worker_connections are not enough")
+            self._listener_log(listening).alert(f"{limit} worker_connections are not enough")
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -157,6 +157,15 @@ def test_login_forwards_dovecots_tagged_ok(gateway: Gateway) -> None:
         assert selected.splitlines()[-1].startswith(b"b OK [READ-WRITE]")
 
 
+def test_login_and_the_end_of_the_session_are_logged_without_an_action(gateway: Gateway) -> None:
+    with greeted(gateway, "imap") as client:
+        assert client.ask(b"a LOGIN alice alice-pw", ok_line).startswith(b"a OK ")
+        client.ask(b"b LOGOUT", lambda line: line.startswith(b"b "))
+    server = f"server: 127.0.0.1:{gateway.port('imap')}"
+    assert gateway.wait_for_log(f'client logged in, client: 127.0.0.1, {server}, login: "alice"')
+    assert gateway.wait_for_log(f"proxied session done, client: 127.0.0.1, {server}")
+
+
 # --- Byte-exact replies --------------------------------------------------------------------------
 
 

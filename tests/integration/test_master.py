@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -227,10 +228,12 @@ def test_daemon_on_detaches_from_the_launcher(tmp_path: Path) -> None:
         assert os.getsid(daemon) != os.getsid(0)
         assert cmdline(daemon).startswith("mailgate: master process")
         os.kill(daemon, signal.SIGQUIT)
-        assert wait_until(lambda: not pid_path.exists())
+        # Generous: on a loaded machine a worker may still be importing when QUIT arrives.
+        assert wait_until(lambda: not pid_path.exists(), 15)
     finally:
         if pid_path.exists():
-            os.killpg(os.getpgid(daemon), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it exited in the meantime
+                os.killpg(os.getpgid(daemon), signal.SIGKILL)
 
 
 def _plain_config(port: int) -> str:

@@ -12,15 +12,13 @@ mailgate only: nginx writes these bytes raw (its mail log context prints the log
 from __future__ import annotations
 
 import base64
-import contextlib
-import socket
 from collections.abc import Iterator, Mapping
 
 import pytest
 
 from tests.conftest import Gateway, LineClient, wait_until
 from tests.servers.auth_http import Answer, AuthServer
-from tests.servers.ports import LOOPBACK
+from tests.servers.syslog import SyslogReceiver, running_receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 
@@ -48,38 +46,10 @@ ESC = b"\x1b[2J\x1b[31m"
 ESC_SHOWN = "\\x1b[2J\\x1b[31m"
 
 
-class SyslogReceiver:
-    """A syslog daemon's UDP port: keeps every datagram the gateway sends."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.setblocking(False)
-        self.port: int = self.sock.getsockname()[1]
-        self.datagrams: list[bytes] = []
-
-    def _drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                self.datagrams.append(self.sock.recv(65536))
-
-    def wait_for(self, text: str, timeout: float = 5.0) -> bytes | None:
-        """The first datagram holding ``text``, once it came."""
-        found: list[bytes] = []
-
-        def arrived() -> bool:
-            self._drain()
-            found[:] = [d for d in self.datagrams if text.encode() in d]
-            return bool(found)
-
-        return found[0] if wait_until(arrived, timeout) else None
-
-
 @pytest.fixture(scope="module")
 def syslog() -> Iterator[SyslogReceiver]:
-    receiver = SyslogReceiver()
-    yield receiver
-    receiver.sock.close()
+    with running_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")

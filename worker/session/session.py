@@ -107,7 +107,12 @@ class SessionFactory:
         config: model.Config,
         log: SessionLog,
         contexts: Mapping[int, object],
+        *,
+        server_logs: Mapping[int, SessionLog] | None = None,
     ) -> None:
+        """``server_logs``: the error log of each server that has its own, by index into
+        ``config.servers``; as nginx's ``ngx_set_connection_log``, it replaces ``log`` for
+        that server's sessions."""
         self.log = log
         self._resolvers: dict[tuple[object, ...], ClientNames] = {}
         # Keyed by the server object itself: the worker hands us the same instances.
@@ -118,10 +123,15 @@ class SessionFactory:
         }
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
-        # built only when some error_log target takes info; a log without ``enabled`` (a test
-        # double) takes everything.
-        enabled = getattr(log, "enabled", None)
-        self.info_enabled: bool = enabled is None or bool(enabled(INFO_LEVEL))
+        # built only when some target of the session's error_log takes info.
+        self.info_enabled = _takes_info(log)
+        # Keyed by the server object itself, as the contexts: (its log, whether it takes info).
+        own = server_logs or {}
+        self._logs: dict[int, tuple[SessionLog, bool]] = {
+            id(server): (own[index], _takes_info(own[index]))
+            for index, server in enumerate(config.servers)
+            if index in own
+        }
         self.access_logs = AccessLogs(config.servers, log)
         # Bound here, before fork, so every worker starts with its listeners' series at 0.
         self._metrics: dict[int, worker_metrics.ListenerMetrics] = {}
@@ -139,6 +149,10 @@ class SessionFactory:
     ) -> None:
         self._numbers += 1
         Session(self, self._numbers, sock, peer, listen=listen, server=server, loop=loop)
+
+    def log_for(self, server: model.ServerConfig) -> tuple[SessionLog, bool]:
+        """The error log of ``server``'s sessions, and whether it takes info lines."""
+        return self._logs.get(id(server)) or (self.log, self.info_enabled)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
         return self.contexts.get(id(server))
@@ -171,6 +185,12 @@ class SessionFactory:
         if key not in self._resolvers:
             self._resolvers[key] = Resolver.from_config(loop, server)
         return self._resolvers[key]
+
+
+def _takes_info(log: SessionLog) -> bool:
+    # A log without ``enabled`` (a test double) takes everything.
+    enabled = getattr(log, "enabled", None)
+    return enabled is None or bool(enabled(INFO_LEVEL))
 
 
 def _client_buffer(server: model.ServerConfig) -> int:
@@ -236,7 +256,7 @@ class Session:
         loop: Loop,
     ) -> None:
         self.factory = factory
-        self.log = factory.log
+        self.log, self._info_enabled = factory.log_for(server)
         self.number = number
         self.sock = sock
         self.listen = listen
@@ -247,7 +267,9 @@ class Session:
         self.client_host = UNAVAILABLE
         self.login: bytes | None = None
         self.upstream: str | None = None
-        self.action = "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
+        self.action: str | None = (
+            "reading PROXY protocol" if listen.proxy_protocol else "SSL handshaking"
+        )
         self.closed = False
         self.stream: Stream | None = None
         self.backend: Stream | None = None
@@ -280,7 +302,7 @@ class Session:
         self._client_eof = False
         self.machine = MACHINES[server.protocol](server, tls=listen.ssl)
         loop.track(self)
-        if factory.info_enabled:
+        if self._info_enabled:
             self.log.info(
                 f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
             )
@@ -295,7 +317,9 @@ class Session:
 
     def _context(self) -> str:
         """nginx's mail log context: what we were doing and with whom."""
-        text = f" while {self.action}, client: {self.client_addr}"
+        # nginx leaves the action out of the two lines a session logs between phases.
+        text = f" while {self.action}" if self.action else ""
+        text += f", client: {self.client_addr}"
         if self.machine.tls and not self.listen.ssl:
             text += " using starttls"
         text += f", server: {self.listen.text}"
@@ -306,7 +330,7 @@ class Session:
         return text
 
     def _info(self, message: str) -> None:
-        if not self.factory.info_enabled:
+        if not self._info_enabled:
             return  # hot path: the context string is the costly part, and nobody reads it
         self.log.info(f"*{self.number} {message}{self._context()}")
 
@@ -888,6 +912,7 @@ class Session:
         self._disarm_timeout()
         self._login_counted(worker_metrics.OK)
         self._relay_base = (upstream.bytes_out, upstream.bytes_in)
+        self.action = None
         self._info("client logged in")
         self.action = "proxying"
         client.write(done.to_client)
@@ -913,6 +938,7 @@ class Session:
             self._because(CloseReason.RELAY_ERROR)
         if reason:
             self._info(reason)
+        self.action = None
         self._info("proxied session done")
         self.close()
 

@@ -169,3 +169,43 @@ def test_syslog_target_is_kept_as_written(load: Load) -> None:
     assert config.main.error_log == (
         model.LogTarget("syslog:server=127.0.0.1:5514,tag=gw", "info"),
     )
+
+
+# -- error_log in mail and server: ---------------------------------------------------------
+
+
+def test_server_error_logs_form_a_chain_in_their_order(load: Load) -> None:
+    config = load(mail(server="error_log a.log debug; error_log stderr info; error_log b.log;"))
+    assert [(t.target.rsplit("/", 1)[-1], t.level) for t in config.servers[0].error_log] == [
+        ("a.log", "debug"),
+        ("stderr", "info"),
+        ("b.log", "error"),
+    ]
+
+
+def test_a_server_without_error_log_takes_the_mail_level_s(load: Load) -> None:
+    config = load(mail(mail_level="error_log stderr notice;"))
+    assert config.servers[0].error_log == (model.LogTarget("stderr", "notice"),)
+
+
+def test_a_server_s_own_error_log_replaces_the_mail_level_s(load: Load) -> None:
+    config = load(mail(server="error_log stderr info;", mail_level="error_log m.log;"))
+    assert config.servers[0].error_log == (model.LogTarget("stderr", "info"),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "error_log memory:32m;\n" + mail(),
+        mail(mail_level="error_log memory:32m debug;"),
+        mail(server="error_log memory:nonsense;"),
+    ],
+)
+def test_a_memory_error_log_is_refused_as_by_nginx_without_debug(
+    load: Load, conf_path: Path, text: str
+) -> None:
+    # nginx without --with-debug: "nginx was built without debug support", size unread.
+    with pytest.raises(ConfigError) as err:
+        load(text)
+    line = next(number for number, x in enumerate(text.splitlines(), 1) if "memory:" in x)
+    assert str(err.value) == f"mailgate was built without debug support in {conf_path}:{line}"

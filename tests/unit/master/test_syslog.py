@@ -11,6 +11,9 @@ import pytest
 from mailgate.master.log import Level
 from mailgate.master.syslog import SyslogTarget, timestamp
 
+# nginx sends the whole error log line after the syslog header, its time stamp included.
+ERROR_LOG_STAMP = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
+
 
 @pytest.fixture
 def collector() -> Iterator[socket.socket]:
@@ -33,7 +36,7 @@ def test_message_is_rfc3164_with_nginx_s_body(collector: socket.socket) -> None:
     data = collector.recv(4096).decode()
     host = socket.gethostname()
     # local7 (23) * 8 + error (3) = 187
-    pattern = rf"<187>\w{{3}} [ \d]\d \d\d:\d\d:\d\d {re.escape(host)} mailgate: "
+    pattern = rf"<187>\w{{3}} [ \d]\d \d\d:\d\d:\d\d {re.escape(host)} mailgate: {ERROR_LOG_STAMP}"
     assert re.match(pattern + r"\[error\] \d+#0: \*1 upstream timed out$", data), data
     t.close()
 
@@ -42,7 +45,8 @@ def test_facility_severity_tag_and_nohostname(collector: socket.socket) -> None:
     t = target(collector.getsockname()[1], ",facility=mail,severity=crit,tag=gw,nohostname")
     t.emit(Level.INFO, "hello\nworld")
     data = collector.recv(4096).decode()
-    assert re.match(r"<18>\w{3} [ \d]\d \d\d:\d\d:\d\d gw: \[info\] \d+#0: hello\\x0aworld$", data)
+    header = r"<18>\w{3} [ \d]\d \d\d:\d\d:\d\d gw: "
+    assert re.match(header + ERROR_LOG_STAMP + r"\[info\] \d+#0: hello\\x0aworld$", data), data
     t.close()
 
 
