@@ -15,7 +15,7 @@ from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
 from mailgate.master import about, files, options, pidfile, signals
 from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_line, os_error
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
 
 Generation = tuple[model.Config, dict[int, object]]
@@ -44,17 +44,17 @@ class Paths:
         libssl, build TLS contexts; raises on the first error."""
         config = config or self.parse()
         files.check(config)
-        libssl.check()
+        native.check()
         # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
         # import, and the admin must see the check's message rather than a traceback.
         from mailgate.master import zones
-        from mailgate.worker.tls import contexts
+        from mailgate.worker.tls import context
 
         zones.prepare(config)  # shared session zones, before the contexts that use them
-        return config, dict(contexts.build_contexts(config))
+        return config, dict(context.build_contexts(config))
 
 
-_BUILD_ERRORS = (ConfigError, files.FileCheckError, libssl.LibsslMismatch, TLSConfigError)
+_BUILD_ERRORS = (ConfigError, files.FileCheckError, native.LibsslMismatch, TLSConfigError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from mailgate.worker.io.loop import Loop
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 
 READ_CHUNK = 16384
 
@@ -340,7 +340,7 @@ class Stream:
     def _tls_buffered(self) -> bool:
         """OpenSSL holds bytes the socket will not report again: decrypted plaintext, or
         records read ahead but not yet processed."""
-        return libssl.has_pending()(self._ssl)
+        return native.has_pending()(self._ssl)
 
     def _recv(self) -> bytes | None:
         """The next chunk; b"" at the end of the stream; None when TLS must wait for more

@@ -21,7 +21,7 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.config.setters import full_path
 from mailgate.worker.auth_http.request import ClientTls
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
 
 SSL_VERIFY_PEER = 0x01
@@ -59,7 +59,7 @@ _ACCEPT_CALLBACK: Any = None
 def _accept_callback() -> Any:
     global _ACCEPT_CALLBACK
     if _ACCEPT_CALLBACK is None:  # one callback for every context, alive for the process
-        ffi = libssl.native()[0]
+        ffi = native.native()[0]
         _ACCEPT_CALLBACK = ffi.callback("int(int, X509_STORE_CTX *)", _accept)
     return _ACCEPT_CALLBACK
 
@@ -71,8 +71,8 @@ def apply_verification(ctx: SSL.Context, server: model.ServerConfig) -> None:
     """``ssl_verify_client``, ``ssl_verify_depth``, the two CA files and ``ssl_crl``."""
     if server.ssl_verify_client is model.VerifyClient.OFF:
         return  # as nginx: the CA and CRL files are not even read then
-    _, ssl_lib, _ = libssl.native()
-    ssl_lib.SSL_CTX_set_verify(libssl.ctx_ptr(ctx), SSL_VERIFY_PEER, _accept_callback())
+    _, ssl_lib, _ = native.native()
+    ssl_lib.SSL_CTX_set_verify(native.ctx_ptr(ctx), SSL_VERIFY_PEER, _accept_callback())
     ctx.set_verify_depth(server.ssl_verify_depth)
     if server.ssl_client_certificate:
         _trust(ctx, server.ssl_client_certificate)
@@ -84,35 +84,35 @@ def apply_verification(ctx: SSL.Context, server: model.ServerConfig) -> None:
 
 
 def _trust(ctx: SSL.Context, path: str) -> None:
-    ffi, ssl_lib, _ = libssl.native()
-    libssl.clear_errors()
-    if ssl_lib.SSL_CTX_load_verify_locations(libssl.ctx_ptr(ctx), path.encode(), ffi.NULL) != 1:
-        raise TLSConfigError(f'SSL_CTX_load_verify_locations("{path}") failed{libssl.error_text()}')
+    ffi, ssl_lib, _ = native.native()
+    native.clear_errors()
+    if ssl_lib.SSL_CTX_load_verify_locations(native.ctx_ptr(ctx), path.encode(), ffi.NULL) != 1:
+        raise TLSConfigError(f'SSL_CTX_load_verify_locations("{path}") failed{native.error_text()}')
 
 
 def _send_ca_names(ctx: SSL.Context, path: str) -> None:
     """The CA names sent in the CertificateRequest (``ssl_client_certificate`` only)."""
-    ffi, ssl_lib, _ = libssl.native()
-    libssl.clear_errors()
+    ffi, ssl_lib, _ = native.native()
+    native.clear_errors()
     names = ssl_lib.SSL_load_client_CA_file(path.encode())
     if names == ffi.NULL:
-        raise TLSConfigError(f'SSL_load_client_CA_file("{path}") failed{libssl.error_text()}')
-    ssl_lib.SSL_CTX_set_client_CA_list(libssl.ctx_ptr(ctx), names)  # the context owns them now
+        raise TLSConfigError(f'SSL_load_client_CA_file("{path}") failed{native.error_text()}')
+    ssl_lib.SSL_CTX_set_client_CA_list(native.ctx_ptr(ctx), names)  # the context owns them now
 
 
 def _load_crl(ctx: SSL.Context, path: str) -> None:
-    ffi, ssl_lib, crypto = libssl.native()
-    libssl.clear_errors()
-    store = ssl_lib.SSL_CTX_get_cert_store(libssl.ctx_ptr(ctx))
+    ffi, ssl_lib, crypto = native.native()
+    native.clear_errors()
+    store = ssl_lib.SSL_CTX_get_cert_store(native.ctx_ptr(ctx))
     lookup = crypto.X509_STORE_add_lookup(store, crypto.X509_LOOKUP_file())
     if lookup == ffi.NULL:
-        raise TLSConfigError(f"X509_STORE_add_lookup() failed{libssl.error_text()}")
+        raise TLSConfigError(f"X509_STORE_add_lookup() failed{native.error_text()}")
     # X509_LOOKUP_load_file() is a macro over this ctrl.
     loaded = crypto.X509_LOOKUP_ctrl(
         lookup, X509_L_FILE_LOAD, path.encode(), X509_FILETYPE_PEM, ffi.NULL
     )
     if loaded != 1:
-        raise TLSConfigError(f'X509_LOOKUP_load_file("{path}") failed{libssl.error_text()}')
+        raise TLSConfigError(f'X509_LOOKUP_load_file("{path}") failed{native.error_text()}')
     crypto.X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL)
 
 
@@ -169,8 +169,8 @@ def _contents(path: str | None) -> bytes | None:
 
 def client_ca_name_digests(ctx: SSL.Context) -> list[bytes]:
     """SHA-1 of each client CA name the context sends, in order (for the session ID context)."""
-    ffi, ssl_lib, crypto = libssl.native()
-    names = ssl_lib.SSL_CTX_get_client_CA_list(libssl.ctx_ptr(ctx))
+    ffi, ssl_lib, crypto = native.native()
+    names = ssl_lib.SSL_CTX_get_client_CA_list(native.ctx_ptr(ctx))
     if names == ffi.NULL:
         return []
     digests = []
@@ -178,7 +178,7 @@ def client_ca_name_digests(ctx: SSL.Context) -> list[bytes]:
     for i in range(crypto.OPENSSL_sk_num(names)):
         name = ffi.cast("X509_NAME *", crypto.OPENSSL_sk_value(names, i))
         if crypto.X509_NAME_digest(name, crypto.EVP_sha1(), buf, size) != 1:
-            raise TLSConfigError(f"X509_NAME_digest() failed{libssl.error_text()}")
+            raise TLSConfigError(f"X509_NAME_digest() failed{native.error_text()}")
         digests.append(bytes(ffi.buffer(buf, size[0])))
     return digests
 
@@ -218,7 +218,7 @@ def _verify_text(code: int, has_cert: bool) -> str:
 
 
 def _error_string(code: int) -> str:
-    ffi, _, crypto = libssl.native()
+    ffi, _, crypto = native.native()
     return str(ffi.string(crypto.X509_verify_cert_error_string(code)).decode())
 
 
@@ -227,8 +227,8 @@ def verify_result(conn: SSL.Connection, server: model.ServerConfig) -> VerifyOut
     mode = server.ssl_verify_client
     if mode is model.VerifyClient.OFF:
         return VerifyOutcome("", X509_V_OK, VerifyReply.NONE)
-    _, ssl_lib, _ = libssl.native()
-    code = int(ssl_lib.SSL_get_verify_result(libssl.ssl_ptr(conn)))
+    _, ssl_lib, _ = native.native()
+    code = int(ssl_lib.SSL_get_verify_result(native.ssl_ptr(conn)))
     has_cert = conn.get_peer_certificate() is not None
     text = _verify_text(code, has_cert)
     forgiven = mode is model.VerifyClient.OPTIONAL_NO_CA and code in OPTIONAL_NO_CA_ERRORS
@@ -244,8 +244,8 @@ def verify_result(conn: SSL.Connection, server: model.ServerConfig) -> VerifyOut
 
 def remove_session(conn: SSL.Connection) -> None:
     """Drop the connection's session from the cache, so a rejected client cannot resume it."""
-    ffi, ssl_lib, _ = libssl.native()
-    ssl = libssl.ssl_ptr(conn)
+    ffi, ssl_lib, _ = native.native()
+    ssl = native.ssl_ptr(conn)
     session = ssl_lib.SSL_get_session(ssl)
     if session != ffi.NULL:
         ssl_lib.SSL_CTX_remove_session(ssl_lib.SSL_get_SSL_CTX(ssl), session)
@@ -262,7 +262,7 @@ class CertInfo(NamedTuple):
 
 
 def _rfc2253(name: Any) -> str:
-    ffi, _, crypto = libssl.native()
+    ffi, _, crypto = native.native()
     bio = crypto.BIO_new(crypto.BIO_s_mem())
     try:
         if crypto.X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0:
@@ -290,8 +290,8 @@ def client_cert_info(conn: SSL.Connection) -> CertInfo | None:
     peer = conn.get_peer_certificate()
     if peer is None:
         return None
-    _, _, crypto = libssl.native()
-    pointer = libssl.x509_ptr(peer)
+    _, _, crypto = native.native()
+    pointer = native.x509_ptr(peer)
     cert = peer.to_cryptography()
     der = cert.public_bytes(serialization.Encoding.DER)
     return CertInfo(

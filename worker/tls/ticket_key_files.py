@@ -18,7 +18,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
 
 NAME_SIZE = 16
@@ -79,7 +79,7 @@ class NativeKey:
 
 
 def native_key(key: TicketKey) -> NativeKey:
-    ffi, _, crypto = libssl.native()
+    ffi, _, crypto = native.native()
     cipher = crypto.EVP_aes_128_cbc() if len(key.aes_key) == 16 else crypto.EVP_aes_256_cbc()
     hmac_key = ffi.new("unsigned char[]", key.hmac_key)
     digest = ffi.new("char[]", b"SHA256")
@@ -110,7 +110,7 @@ def ticket_callback(
     ticket is renewed, as nginx does. An exception inside means "no ticket": a full handshake,
     never a crash.
     """
-    ffi, ssl_lib, crypto = libssl.native()
+    ffi, ssl_lib, crypto = native.native()
 
     def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
         key = sealing()
@@ -154,20 +154,20 @@ def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
     """Make ``ctx`` seal and open tickets with ``keys`` (``keys[0]`` seals)."""
     if not keys:
         return
-    native = [native_key(key) for key in keys]
+    prepared = [native_key(key) for key in keys]
     index: dict[bytes, int] = {}
-    for i, key in enumerate(native):
+    for i, key in enumerate(prepared):
         index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx
 
     def find(name: bytes) -> tuple[int, NativeKey] | None:
         i = index.get(name)
-        return None if i is None else (i, native[i])
+        return None if i is None else (i, prepared[i])
 
     def older(_index: int) -> None:
         metrics.ticket_previous_key("files")
 
-    callback = ticket_callback(lambda: native[0], find, older)
-    ssl_lib = libssl.native()[1]
-    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
-        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
-    libssl.keep_alive(ctx, callback, native)
+    callback = ticket_callback(lambda: prepared[0], find, older)
+    ssl_lib = native.native()[1]
+    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(native.ctx_ptr(ctx), callback) != 1:
+        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + native.error_text())
+    native.keep_alive(ctx, callback, prepared)

@@ -18,7 +18,7 @@ from OpenSSL import SSL
 from mailgate.shm.ticket_keys import SharedKey
 from mailgate.shm.zones import Zone
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import libssl, ticket_key_files
+from mailgate.worker.tls import native, ticket_key_files
 from mailgate.worker.tls.errors import TLSConfigError
 
 clock = time.time  # seconds; the rotation tests move it
@@ -69,11 +69,11 @@ class SharedKeys:
 
 def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
     """Seal and open the tickets of ``ctx`` with the zone's keys."""
-    ssl_lib = libssl.native()[1]
+    ssl_lib = native.native()[1]
     zone.on_error = metrics.shm_error
     keys, callback = _callback(zone, timeout)
-    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
-        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
+    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(native.ctx_ptr(ctx), callback) != 1:
+        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + native.error_text())
     return keys
 
 

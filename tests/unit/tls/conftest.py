@@ -28,7 +28,7 @@ from OpenSSL import SSL
 from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, contexts
+from mailgate.worker.tls import client_cert, context
 
 
 def session_reused(conn: SSL.Connection) -> bool:
@@ -266,7 +266,7 @@ def connect() -> Iterator[Connect]:
             # One context (and port) per server config, reused across calls as in a worker.
             found = [(port, results) for known, port, results in servers if known is server]
             if not found:
-                found = [stack.enter_context(serving(contexts.build_context(server), server))]
+                found = [stack.enter_context(serving(context.build_context(server), server))]
                 servers.append((server, *found[0]))
             port, results = found[0]
             output = s_client(port, *args)

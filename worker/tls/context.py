@@ -24,7 +24,7 @@ from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.worker.tls import (
     client_cert,
-    libssl,
+    native,
     params,
     session_cache,
     ticket_key_files,
@@ -129,7 +129,7 @@ def _apply_certificate_compression(server: model.ServerConfig) -> None:
     if server.ssl_certificate_compression:
         raise TLSConfigError(
             '"ssl_certificate_compression on" needs OpenSSL 3.2 or later; the system '
-            f'OpenSSL is "{libssl.report().system_version}" in {server.source}'
+            f'OpenSSL is "{native.report().system_version}" in {server.source}'
         )
 
 
@@ -171,8 +171,8 @@ def _apply_session_cache(
 
 
 def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
-    ffi, ssl_lib, _ = libssl.native()  # SSL_CTX_sess_set_cache_size() is a macro over this
-    ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
+    ffi, ssl_lib, _ = native.native()  # SSL_CTX_sess_set_cache_size() is a macro over this
+    ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
 def _session_id_context(
@@ -244,15 +244,15 @@ def _use_certificate(ctx: SSL.Context, value: str) -> x509.Certificate:
     ctx.use_certificate(crypto.X509.from_cryptography(leaf))
     # Each chain belongs to the certificate just set (RSA and ECDSA chains differ);
     # add_extra_chain_cert would send one shared chain with whichever leaf is chosen.
-    ssl_lib = libssl.native()[1]
+    ssl_lib = native.native()[1]
     for extra in chain:
         cert = crypto.X509.from_cryptography(extra)  # keeps the X509 alive across the call
         if (
-            ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_CHAIN_CERT, 1, libssl.x509_ptr(cert))
+            ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_CHAIN_CERT, 1, native.x509_ptr(cert))
             != 1
         ):
             raise TLSConfigError(
-                f'SSL_CTX_add1_chain_cert("{_display(value)}") failed{libssl.error_text()}'
+                f'SSL_CTX_add1_chain_cert("{_display(value)}") failed{native.error_text()}'
             )
     return leaf
 
