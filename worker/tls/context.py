@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
-from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
 from mailgate.shm import zones
@@ -90,7 +89,7 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     # As nginx: OpenSSL reads whatever the socket holds into its buffer instead of a record
     # header and then its body, two system calls per record (a TLS 1.2 handshake's last flight
     # is three records). The stream asks SSL_has_pending() before it waits for the socket.
-    py_lib.SSL_CTX_set_read_ahead(ctx._context, 1)
+    native.set_read_ahead(ctx)
     _apply_protocols(ctx, server.ssl_protocols)
     params.apply_alpn(ctx, server.protocol)
     _apply_ciphers(ctx, server)

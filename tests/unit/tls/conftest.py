@@ -25,16 +25,15 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
-from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, context
+from mailgate.worker.tls import client_cert, context, native
 
 
 def session_reused(conn: SSL.Connection) -> bool:
     """Whether the handshake on ``conn`` resumed a session (pyOpenSSL 23 lacks the method;
     cryptography's binding has the function)."""
-    return bool(py_lib.SSL_session_reused(conn._ssl))
+    return bool(native.pyopenssl_binding()[1].SSL_session_reused(native.connection_cdata(conn)))
 
 
 def server_config(**settings: Any) -> model.ServerConfig:
