@@ -33,7 +33,7 @@ _context_cdata = native.context_cdata
 # pyOpenSSL's methods call) and look at SSL_get_error() before raising anything. pyOpenSSL
 # raises WantReadError for every handshake step and empty read, and allocates a fresh
 # 16 KiB buffer for every recv(); those were a measurable share of a connection's Python time.
-# Errors still go through pyOpenSSL (``_raise_ssl_error``), so they read as before; only a
+# Errors still go through pyOpenSSL (``native.raise_ssl_error``), so they read as before; only a
 # read's reset is raised here, with pyOpenSSL's own SysCallError and wording.
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 _WANT_WRITE = _lib.SSL_ERROR_WANT_WRITE

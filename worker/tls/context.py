@@ -22,12 +22,12 @@ from OpenSSL import SSL, crypto
 from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.worker.tls import (
-    client_cert,
     native,
     params,
     session_cache,
     ticket_key_files,
     ticket_key_zone,
+    verify_setup,
 )
 from mailgate.worker.tls.errors import TLSConfigError
 
@@ -95,7 +95,7 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     _apply_ciphers(ctx, server)
     leaves = _apply_certificates(ctx, server)
     _apply_certificate_compression(server)
-    client_cert.apply_verification(ctx, server)
+    verify_setup.apply_verification(ctx, server)
     params.apply_dhparam(ctx, server.ssl_dhparam)
     params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
     zone = _apply_session_cache(ctx, server, leaves)
@@ -170,7 +170,7 @@ def _apply_session_cache(
 
 
 def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
-    ffi, ssl_lib, _ = native.native()  # SSL_CTX_sess_set_cache_size() is a macro over this
+    ffi, ssl_lib, _ = native.libraries()  # SSL_CTX_sess_set_cache_size() is a macro over this
     ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
@@ -178,7 +178,7 @@ def _session_id_context(
     ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
 ) -> bytes:
     """SHA-256 over "MAIL", each certificate's SHA-1, each client CA name's SHA-1 and the
-    digest of the whole client-certificate policy (:func:`client_cert.policy_digest`).
+    digest of the whole client-certificate policy (:func:`verify_setup.policy_digest`).
 
     OpenSSL resumes a session, by ID or by ticket, only where its context matches, so a
     session made under one server block never resumes under another that would have judged
@@ -188,9 +188,9 @@ def _session_id_context(
     digest = hashlib.sha256(SESSION_ID_CONTEXT_PREFIX)
     for leaf in leaves:
         digest.update(leaf.fingerprint(hashes.SHA1()))
-    for name_digest in client_cert.client_ca_name_digests(ctx):
+    for name_digest in verify_setup.client_ca_name_digests(ctx):
         digest.update(name_digest)
-    digest.update(client_cert.policy_digest(server))
+    digest.update(verify_setup.policy_digest(server))
     return digest.digest()
 
 
@@ -243,7 +243,7 @@ def _use_certificate(ctx: SSL.Context, value: str) -> x509.Certificate:
     ctx.use_certificate(crypto.X509.from_cryptography(leaf))
     # Each chain belongs to the certificate just set (RSA and ECDSA chains differ);
     # add_extra_chain_cert would send one shared chain with whichever leaf is chosen.
-    ssl_lib = native.native()[1]
+    ssl_lib = native.libraries()[1]
     for extra in chain:
         cert = crypto.X509.from_cryptography(extra)  # keeps the X509 alive across the call
         if (

@@ -240,7 +240,7 @@ def check() -> LibsslReport:
 ERR_TXT_STRING = 0x02
 
 
-def native() -> tuple[Any, Any, Any]:
+def libraries() -> tuple[Any, Any, Any]:
     """``(ffi, libssl, libcrypto)`` after :func:`check` proved pyOpenSSL runs on them."""
     check()
     return _libraries()
@@ -248,7 +248,7 @@ def native() -> tuple[Any, Any, Any]:
 
 def _cast(ctype: str, their_pointer: Any) -> Any:
     py_ffi = pyopenssl_binding()[0]
-    ffi = native()[0]
+    ffi = libraries()[0]
     return ffi.cast(ctype, int(py_ffi.cast("uintptr_t", their_pointer)))
 
 
@@ -277,7 +277,7 @@ def error_text() -> str:
 
     Empty when the queue is empty, as nginx prints nothing then.
     """
-    ffi, _, crypto = native()
+    ffi, _, crypto = libraries()
     data = ffi.new("const char **")
     flags = ffi.new("int *")
     buf = ffi.new("char[256]")
@@ -294,7 +294,7 @@ def error_text() -> str:
 
 def clear_errors() -> None:
     """Forget stale errors before a call whose failure we are about to describe."""
-    native()[2].ERR_clear_error()
+    libraries()[2].ERR_clear_error()
 
 
 @functools.cache
@@ -305,7 +305,7 @@ def has_pending() -> Callable[[Any], bool]:
     pointer crosses to this binding as an address; the types are looked up once, here.
     """
     py_ffi = pyopenssl_binding()[0]
-    ffi, lib, _ = native()
+    ffi, lib, _ = libraries()
     ssl_type, address = ffi.typeof("SSL *"), py_ffi.typeof("uintptr_t")
     cast, their_cast, pending = ffi.cast, py_ffi.cast, lib.SSL_has_pending
     return lambda ssl: bool(pending(cast(ssl_type, int(their_cast(address, ssl)))))

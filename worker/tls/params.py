@@ -36,7 +36,7 @@ def apply_dhparam(ctx: SSL.Context, path: str | None) -> None:
     """``ssl_dhparam``: without it there is no DHE at all (nginx >= 1.11.0)."""
     if path is None:
         return
-    ffi, ssl_lib, crypto = native.native()
+    ffi, ssl_lib, crypto = native.libraries()
     native.clear_errors()
     bio = crypto.BIO_new_file(path.encode(), b"r")
     if bio == ffi.NULL:
@@ -56,7 +56,7 @@ def apply_ecdh_curve(ctx: SSL.Context, curves: str) -> None:
     """``ssl_ecdh_curve``: ``auto`` keeps OpenSSL's default groups, else a colon list."""
     if curves == "auto":
         return
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     native.clear_errors()
     text = ffi.new("char[]", curves.encode())
     if ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_GROUPS_LIST, 0, text) != 1:
@@ -67,7 +67,7 @@ def apply_conf_commands(ctx: SSL.Context, commands: Sequence[model.ConfCommand])
     """``ssl_conf_command``, applied last so that it overrides the other directives."""
     if not commands:
         return
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     cctx = ssl_lib.SSL_CONF_CTX_new()
     if cctx == ffi.NULL:
         raise TLSConfigError(f"SSL_CONF_CTX_new() failed{native.error_text()}")
@@ -135,7 +135,7 @@ def _checked(command: model.ConfCommand, name: str, *, want_dir: bool | None) ->
 @functools.cache
 def _alpn_callback(name: bytes) -> Any:
     """One selector per protocol name, shared by every context of that protocol."""
-    ffi = native.native()[0]
+    ffi = native.libraries()[0]
 
     def select(ssl: Any, out: Any, outlen: Any, offered: Any, size: int, arg: Any) -> int:  # noqa: PLR0917 (C signature)
         data = bytes(ffi.buffer(offered, size))
@@ -159,6 +159,6 @@ def _alpn_callback(name: bytes) -> Any:
 
 def apply_alpn(ctx: SSL.Context, protocol: model.Protocol) -> None:
     """Accept only the protocol's own ALPN name (``imap``, ``pop3``, ``smtp``)."""
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     callback = _alpn_callback(protocol.value.encode())  # cached: alive for the process
     ssl_lib.SSL_CTX_set_alpn_select_cb(native.ctx_ptr(ctx), callback, ffi.NULL)

@@ -29,7 +29,7 @@ SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 
 def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
     """Keep the sessions of ``ctx`` in ``zone``; OpenSSL's own cache only with ``builtin``."""
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     cache = server.ssl_session_cache
     zone.on_error = metrics.shm_error  # a failed lock is counted, not only logged
     if cache.builtin:
@@ -55,7 +55,7 @@ def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
 # One set per zone and settings, so reloads do not pile them up.
 @functools.cache
 def _callbacks(zone: Zone, timeout: int, *, store_tls13: bool) -> tuple[Any, Any, Any]:
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
 
     def new_session(ssl: Any, session: Any) -> int:
         if not store_tls13 and ssl_lib.SSL_version(ssl) == TLS1_3_VERSION:
@@ -109,7 +109,7 @@ def _report_usage(zone: Zone) -> None:
 
 def session_id(session: Any) -> bytes:
     """The session's ID, or empty when it has none or one longer than nginx caches."""
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     length = ffi.new("unsigned int *")
     data = ssl_lib.SSL_SESSION_get_id(session, length)
     if data == ffi.NULL or not 0 < length[0] <= layout.MAX_ID:

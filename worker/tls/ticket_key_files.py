@@ -79,7 +79,7 @@ class NativeKey:
 
 
 def native_key(key: TicketKey) -> NativeKey:
-    ffi, _, crypto = native.native()
+    ffi, _, crypto = native.libraries()
     cipher = crypto.EVP_aes_128_cbc() if len(key.aes_key) == 16 else crypto.EVP_aes_256_cbc()
     hmac_key = ffi.new("unsigned char[]", key.hmac_key)
     digest = ffi.new("char[]", b"SHA256")
@@ -110,7 +110,7 @@ def ticket_callback(
     ticket is renewed, as nginx does. An exception inside means "no ticket": a full handshake,
     never a crash.
     """
-    ffi, ssl_lib, crypto = native.native()
+    ffi, ssl_lib, crypto = native.libraries()
 
     def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
         key = sealing()
@@ -167,7 +167,7 @@ def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
         metrics.ticket_previous_key("files")
 
     callback = ticket_callback(lambda: prepared[0], find, older)
-    ssl_lib = native.native()[1]
+    ssl_lib = native.libraries()[1]
     if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(native.ctx_ptr(ctx), callback) != 1:
         raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + native.error_text())
     native.keep_alive(ctx, callback, prepared)

@@ -69,7 +69,7 @@ class SharedKeys:
 
 def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
     """Seal and open the tickets of ``ctx`` with the zone's keys."""
-    ssl_lib = native.native()[1]
+    ssl_lib = native.libraries()[1]
     zone.on_error = metrics.shm_error
     keys, callback = _callback(zone, timeout)
     if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(native.ctx_ptr(ctx), callback) != 1:

@@ -83,7 +83,7 @@ def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
     server = shared(pki, ssl_session_tickets=False)
     ctx = context.build_context(server)
     client, srv = handshake(ctx, client_context(max_version=SSL.TLS1_2_VERSION))
-    ssl_lib = native.native()[1]
+    ssl_lib = native.libraries()[1]
     ssl_lib.SSL_CTX_remove_session(
         native.ctx_ptr(ctx), ssl_lib.SSL_get_session(native.ssl_ptr(srv))
     )
@@ -97,7 +97,7 @@ def test_zone_keys_seal_tickets_for_every_worker(pki: Pki) -> None:
 
 
 def ticket_name(session: SSL.Session) -> bytes:
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     data, size = ffi.new("const unsigned char **"), ffi.new("size_t *")
     ssl_lib.SSL_SESSION_get0_ticket(native.session_ptr(session), data, size)
     return bytes(ffi.buffer(data[0], 16))

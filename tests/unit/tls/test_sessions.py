@@ -10,7 +10,7 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, context
+from mailgate.worker.tls import client_cert, context, verify_setup
 from tests.unit.tls.conftest import (
     Connect,
     Pki,
@@ -185,13 +185,13 @@ def test_policy_of_a_server_without_verification_reads_no_file(tmp_path: Path) -
     """As nginx, ``ssl_verify_client off`` leaves the CA and CRL files unread."""
     missing = str(tmp_path / "missing.pem")
     server = server_config(ssl_client_certificate=missing, ssl_crl=missing)
-    assert client_cert.policy_digest(server) == client_cert.policy_digest(server_config())
+    assert verify_setup.policy_digest(server) == verify_setup.policy_digest(server_config())
 
 
 def test_policy_file_that_cannot_be_read_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
     gone = tmp_path / "gone.pem"
     with pytest.raises(context.TLSConfigError, match=f'^open\\(\\) "{gone}" failed \\(2: '):
-        client_cert.policy_digest(policy(pki, (), ssl_crl=str(gone)))
+        verify_setup.policy_digest(policy(pki, (), ssl_crl=str(gone)))
 
 
 def test_s_client_resumes_a_tls12_session_from_the_builtin_cache(

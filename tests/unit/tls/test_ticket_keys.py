@@ -61,7 +61,7 @@ def write_key(tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
 
 def ticket_name(session: SSL.Session) -> bytes:
     """The key name that starts the ticket (OpenSSL's ticket layout: name | IV | ...)."""
-    ffi, ssl_lib, _ = native.native()
+    ffi, ssl_lib, _ = native.libraries()
     data, size = ffi.new("const unsigned char **"), ffi.new("size_t *")
     ssl_lib.SSL_SESSION_get0_ticket(native.session_ptr(session), data, size)
     return bytes(ffi.buffer(data[0], size[0]))[:16]
