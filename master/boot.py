@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from mailgate.config import model
 from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
@@ -21,10 +21,13 @@ from mailgate.master.pidfile import PidFile
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.process import Listening, Worker
 
+if TYPE_CHECKING:  # annotations only: the contexts are built in cli.Paths.build()
+    from mailgate.worker.tls.context import Contexts
+
 
 def start(
     config: model.Config,
-    contexts: Mapping[int, object],
+    contexts: Contexts,
     *,
     reload: Reloader,
     early: ErrorLog,
@@ -112,7 +115,7 @@ def _run_single(
     config: model.Config,
     listening: list[Listening],
     log: ErrorLog,
-    contexts: Mapping[int, object],
+    contexts: Contexts,
 ) -> int:
     # ``master_process off`` (nginx's debugging mode): one loop in this process, no respawn,
     # no reload; QUIT and TERM work as in a worker.

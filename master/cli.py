@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
@@ -18,7 +19,10 @@ from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_l
 from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
 
-Generation = tuple[model.Config, dict[int, object]]
+if TYPE_CHECKING:  # imported at run time only after native.check(), in Paths.build()
+    from mailgate.worker.tls.context import Contexts
+
+Generation = tuple[model.Config, "Contexts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ class Paths:
         from mailgate.worker.tls import context
 
         zones.prepare(config)  # shared session zones, before the contexts that use them
-        return config, dict(context.build_contexts(config))
+        return config, context.build_contexts(config)
 
 
 _BUILD_ERRORS = (ConfigError, files.FileCheckError, native.LibsslMismatch, TLSConfigError)

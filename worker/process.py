@@ -21,10 +21,10 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import setproctitle
 
@@ -33,6 +33,9 @@ from mailgate.worker.io.loop import Loop, drain
 from mailgate.worker.io.stream import socket_family
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.session.session import SessionFactory
+
+if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
+    from mailgate.worker.tls.context import Contexts
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
 # Accepts per readiness event with ``multi_accept on``, so one busy listener cannot starve the
@@ -156,14 +159,18 @@ class Worker:
         config: model.Config,
         listeners: Sequence[Listening],
         log: Log,
-        contexts: Mapping[int, object] | None = None,
+        contexts: Contexts | None = None,
         handler: Handler | None = None,
     ) -> None:
         """Store what the worker needs; runs in the master, so it touches no process state."""
         self.config = config
         self.listeners = list(listeners)
         self.log = log
-        self.contexts = dict(contexts or {})  # TLS context per index into config.servers
+        if contexts is None:  # no TLS (tests of the process alone); imported late, see above
+            from mailgate.worker.tls.context import Contexts
+
+            contexts = Contexts(config.servers, {})
+        self.contexts = contexts
         # The mail session is the handler; tests of the process alone may pass another.
         self.handler = handler or SessionFactory(config, log, self.contexts)
         self.loop = Loop(on_error=self._callback_failed)

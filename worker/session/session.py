@@ -19,8 +19,8 @@ import dataclasses
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
@@ -53,6 +53,9 @@ from mailgate.worker.resolver.client import Resolver
 from mailgate.worker.sansio import NEED_DATA as SANSIO_NEED_DATA
 from mailgate.worker.sansio import log_text
 from mailgate.worker.tls import client_cert
+
+if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
+    from mailgate.worker.tls.context import Contexts
 
 # A proxy sends its header with the connection: a client still sending one after this long is
 # not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
@@ -107,16 +110,11 @@ class SessionFactory:
         self,
         config: model.Config,
         log: SessionLog,
-        contexts: Mapping[int, object],
+        contexts: Contexts,
     ) -> None:
         self.log = log
         self._resolvers: dict[tuple[object, ...], ClientNames] = {}
-        # Keyed by the server object itself: the worker hands us the same instances.
-        self.contexts: dict[int, SSL.Context] = {
-            id(server): contexts[index]
-            for index, server in enumerate(config.servers)
-            if index in contexts
-        }
+        self.contexts = contexts
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
         # built only when some error_log target takes info; a log without ``enabled`` (a test
@@ -142,7 +140,7 @@ class SessionFactory:
         Session(self, self._numbers, sock, peer, listen=listen, server=server, loop=loop)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
-        return self.contexts.get(id(server))
+        return self.contexts.for_server(server)
 
     def listener_metrics(
         self, listen: model.Listen, server: model.ServerConfig

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -65,16 +65,52 @@ SESSION_ID_CONTEXT_PREFIX = b"MAIL"
 SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 SSL_CTRL_CHAIN_CERT = 89  # SSL_CTX_add1_chain_cert(): larg 1 = take a reference (88 is set0_chain)
 
-__all__ = ["TLSConfigError", "build_context", "build_contexts"]
+__all__ = ["Contexts", "TLSConfigError", "build_context", "build_contexts"]
 
 
-def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
+class Contexts(Mapping[int, SSL.Context]):
+    """The TLS contexts of one config generation: one per TLS-enabled ``server {}``, keyed by
+    the server's index in ``config.servers``. Built in the master before fork (and by
+    ``mailgate -t``); the workers inherit them and find one per connection with
+    :meth:`for_server`."""
+
+    __slots__ = ("_by_index", "_by_server")
+
+    def __init__(
+        self, servers: Sequence[model.ServerConfig], by_index: Mapping[int, SSL.Context]
+    ) -> None:
+        self._by_index = dict(by_index)
+        # A worker hands each session the very ServerConfig object of ``servers``, so its
+        # identity finds the context: hashing a frozen ServerConfig (every directive of the
+        # block) costs about ten times as much, on every connection.
+        self._by_server = {
+            id(server): self._by_index[index]
+            for index, server in enumerate(servers)
+            if index in self._by_index
+        }
+
+    def __getitem__(self, index: int) -> SSL.Context:
+        return self._by_index[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._by_index)
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def for_server(self, server: model.ServerConfig) -> SSL.Context | None:
+        """The context of ``server`` (one of the ``servers`` given); None without TLS."""
+        return self._by_server.get(id(server))
+
+
+def build_contexts(config: model.Config) -> Contexts:
     """One context for each server that needs TLS, keyed by its index in ``config.servers``."""
-    return {
+    by_index = {
         index: build_context(server)
         for index, server in enumerate(config.servers)
         if server.tls_enabled
     }
+    return Contexts(config.servers, by_index)
 
 
 def build_context(server: model.ServerConfig) -> SSL.Context:

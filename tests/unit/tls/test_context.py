@@ -162,3 +162,17 @@ def test_only_servers_that_need_tls_get_a_context(pair: tuple[str, str]) -> None
     secure = server(ssl_certificate=(pair[0],), ssl_certificate_key=(pair[1],))
     config = model.Config("t.conf", "/", model.MainConfig(), (plain, secure))
     assert list(context.build_contexts(config)) == [1]
+
+
+def test_contexts_are_found_by_the_servers_own_objects(pair: tuple[str, str]) -> None:
+    plain = model.ServerConfig(
+        source=model.Source("t.conf", 9),
+        listens=(model.Listen(socket.AF_INET, "127.0.0.1", 143, model.Source("t.conf", 10)),),
+        protocol=model.Protocol.IMAP,
+    )
+    secure = server(ssl_certificate=(pair[0],), ssl_certificate_key=(pair[1],))
+    config = model.Config("t.conf", "/", model.MainConfig(), (plain, secure))
+    contexts = context.build_contexts(config)
+    assert contexts.for_server(secure) is contexts[1]
+    assert contexts.for_server(plain) is None
+    assert len(contexts) == 1
