@@ -62,7 +62,6 @@ _OP_IGNORE_UNEXPECTED_EOF = 1 << 7
 
 # ngx_mail_ssl_sess_id_ctx: the string that starts every mail session ID context.
 SESSION_ID_CONTEXT_PREFIX = b"MAIL"
-SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 SSL_CTRL_CHAIN_CERT = 89  # SSL_CTX_add1_chain_cert(): larg 1 = take a reference (88 is set0_chain)
 
 __all__ = ["Contexts", "TLSConfigError", "build_context", "build_contexts"]
@@ -198,16 +197,11 @@ def _apply_session_cache(
         ctx.set_session_cache_mode(
             SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_AUTO_CLEAR | SSL.SESS_CACHE_NO_INTERNAL_STORE
         )
-        _set_cache_size(ctx, 1)
+        session_cache.set_cache_size(ctx, 1)
         return None
     ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-    _set_cache_size(ctx, _builtin_size(cache))
+    session_cache.set_cache_size(ctx, _builtin_size(cache))
     return None
-
-
-def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
-    ffi, ssl_lib, _ = native.libraries()  # SSL_CTX_sess_set_cache_size() is a macro over this
-    ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
 def _session_id_context(

@@ -29,14 +29,12 @@ SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 
 def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
     """Keep the sessions of ``ctx`` in ``zone``; OpenSSL's own cache only with ``builtin``."""
-    ffi, ssl_lib, _ = native.libraries()
+    ssl_lib = native.libraries()[1]
     cache = server.ssl_session_cache
     zone.on_error = metrics.shm_error  # a failed lock is counted, not only logged
     if cache.builtin:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-        ssl_lib.SSL_CTX_ctrl(
-            native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, cache.builtin_size, ffi.NULL
-        )
+        set_cache_size(ctx, cache.builtin_size)
     else:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL)
     # With tickets on, a TLS 1.3 resumption is stateless: nothing to store (as nginx).
@@ -47,6 +45,12 @@ def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
     ssl_lib.SSL_CTX_sess_set_new_cb(pointer, new_cb)
     ssl_lib.SSL_CTX_sess_set_get_cb(pointer, get_cb)
     ssl_lib.SSL_CTX_sess_set_remove_cb(pointer, remove_cb)
+
+
+def set_cache_size(ctx: SSL.Context, sessions: int) -> None:
+    """The size of OpenSSL's own (``builtin``) cache, in sessions."""
+    ffi, ssl_lib, _ = native.libraries()  # SSL_CTX_sess_set_cache_size() is a macro over this
+    ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
 # Cached for the life of the process, not kept alive with the context: SSL_CTX_free() calls

@@ -153,25 +153,23 @@ def test_engine_keys_are_refused_clearly(pair: tuple[str, str]) -> None:
         )
 
 
-def test_only_servers_that_need_tls_get_a_context(pair: tuple[str, str]) -> None:
+def _plain_and_secure(pair: tuple[str, str]) -> model.Config:
     plain = model.ServerConfig(
         source=model.Source("t.conf", 9),
         listens=(model.Listen(socket.AF_INET, "127.0.0.1", 143, model.Source("t.conf", 10)),),
         protocol=model.Protocol.IMAP,
     )
     secure = server(ssl_certificate=(pair[0],), ssl_certificate_key=(pair[1],))
-    config = model.Config("t.conf", "/", model.MainConfig(), (plain, secure))
-    assert list(context.build_contexts(config)) == [1]
+    return model.Config("t.conf", "/", model.MainConfig(), (plain, secure))
+
+
+def test_only_servers_that_need_tls_get_a_context(pair: tuple[str, str]) -> None:
+    assert list(context.build_contexts(_plain_and_secure(pair))) == [1]
 
 
 def test_contexts_are_found_by_the_servers_own_objects(pair: tuple[str, str]) -> None:
-    plain = model.ServerConfig(
-        source=model.Source("t.conf", 9),
-        listens=(model.Listen(socket.AF_INET, "127.0.0.1", 143, model.Source("t.conf", 10)),),
-        protocol=model.Protocol.IMAP,
-    )
-    secure = server(ssl_certificate=(pair[0],), ssl_certificate_key=(pair[1],))
-    config = model.Config("t.conf", "/", model.MainConfig(), (plain, secure))
+    config = _plain_and_secure(pair)
+    plain, secure = config.servers
     contexts = context.build_contexts(config)
     assert contexts.for_server(secure) is contexts[1]
     assert contexts.for_server(plain) is None
