@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
@@ -52,6 +52,9 @@ from mailgate.worker.proxy_protocol import codec
 from mailgate.worker.resolver.client import Resolver
 from mailgate.worker.sansio import log_text
 from mailgate.worker.tls import client_cert
+
+if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
+    from mailgate.worker.tls.context import Contexts
 
 # A proxy sends its header with the connection: a client still sending one after this long is
 # not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
@@ -106,7 +109,7 @@ class SessionFactory:
         self,
         config: model.Config,
         log: SessionLog,
-        contexts: Mapping[int, object],
+        contexts: Contexts,
         *,
         server_logs: Mapping[int, SessionLog] | None = None,
     ) -> None:
@@ -115,12 +118,7 @@ class SessionFactory:
         that server's sessions."""
         self.log = log
         self._resolvers: dict[tuple[object, ...], ClientNames] = {}
-        # Keyed by the server object itself: the worker hands us the same instances.
-        self.contexts: dict[int, SSL.Context] = {
-            id(server): contexts[index]
-            for index, server in enumerate(config.servers)
-            if index in contexts
-        }
+        self.contexts = contexts
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
         # built only when some target of the session's error_log takes info.
@@ -155,7 +153,7 @@ class SessionFactory:
         return self._logs.get(id(server)) or (self.log, self.info_enabled)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
-        return self.contexts.get(id(server))
+        return self.contexts.for_server(server)
 
     def listener_metrics(
         self, listen: model.Listen, server: model.ServerConfig
