@@ -7,12 +7,17 @@ XCLIENT ``NAME=`` to the backend::
 
     resolver off                                  -> [UNAVAILABLE]             (no lookup)
     client on a unix socket                       -> [TEMPUNAVAIL]             (no lookup)
-    PTR: NXDOMAIN (or no PTR record)              -> [UNAVAILABLE]  + log (1)
-    PTR: timeout, SERVFAIL, REFUSED, FORMERR...   -> [TEMPUNAVAIL]  + log (1)
+    PTR: NXDOMAIN, or an empty answer             -> [UNAVAILABLE]  + log (1)
+    PTR: SERVFAIL, NOTIMP, REFUSED                -> [TEMPUNAVAIL]  + log (1)
+    PTR: timeout, or only replies nginx drops     -> [TEMPUNAVAIL]  + log (1)  110
+         (no PTR record in the answer: a DNAME
+         or CNAME alone; FORMERR; see parse_reply)
     PTR name outside [A-Za-z0-9.-]                -> [TEMPUNAVAIL]  + log (2)  nginx 1.29.7,
                                                                                CVE-2026-28753
     A/AAAA: NXDOMAIN (or no address at all)       -> [UNAVAILABLE]  + log (3)
     A/AAAA: timeout, SERVFAIL...                  -> [TEMPUNAVAIL]  + log (3)
+    A/AAAA: last answer without A, AAAA or CNAME  -> [TEMPUNAVAIL]  + log (3)  110, at the
+                                                                               timeout
     A/AAAA answered without the client address    -> [UNAVAILABLE]             (no log)
     A/AAAA contain the client address             -> the PTR name
 
@@ -36,12 +41,16 @@ How the lookups run, as nginx's ``ngx_resolver.c`` does unless noted:
   late still counts, and closes them all when its step ends: at most ``servers`` descriptors
   per pending query, whatever the number of resends.
 * The PTR lookup and the forward lookup each get ``resolver_timeout`` (nginx gives each its own
-  resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow; an error on
-  either is the result, NODATA on both is "Host not found" (3). Unlike nginx, the first error
-  ends the lookup without waiting for the other family's reply.
-* CNAMEs are followed, within the answer or by asking again (at most ``MAX_CNAME_HOPS``).
+  resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow, and both
+  answers are awaited; an error on either is the result, NODATA on both is "Host not found"
+  (3). The first PTR record of the answer is the name, lower-cased; A/AAAA records count
+  whatever their owner name, as in nginx (``dns_wire.parse_reply`` lists what it drops).
+* CNAMEs of A/AAAA answers are followed, within the answer or by asking again (at most
+  ``MAX_CNAME_HOPS``, then "Host not found" as nginx past its 50); a PTR answer's CNAME is not
+  (nginx waits for a PTR record that never comes), but a PTR record next to it is taken.
 * No TCP fallback: queries offer an EDNS0 buffer of 1232 bytes, which any PTR or A/AAAA answer
-  fits in; a truncated reply without the records counts as "Server failure" (2).
+  fits in; a truncated A/AAAA reply without the records counts as "Server failure" (2) (an
+  empty PTR answer is "Host not found" (3), truncated or not, as nginx).
 * Positive answers are cached per worker for their smallest TTL, or ``valid=`` when set; errors
   are not cached (nginx frees a failed node too).
 """
@@ -53,7 +62,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 
 import dns.name
@@ -307,8 +316,8 @@ def _failure(code: int) -> str:
 class _Step:
     """Questions asked in parallel under one deadline: one nginx resolver context.
 
-    The result is the first error, else every value (NXDOMAIN when there is none at all, as
-    nginx turns an empty answer into "Host not found").
+    Every question's answer is awaited; ``_settle`` makes the result of them, or none (then the
+    step ends at its timeout).
     """
 
     def __init__(
@@ -321,6 +330,7 @@ class _Step:
         self._on_done: StepDone | None = on_done
         self._loop = resolver.loop
         self._answers: list[Answer | None] = [None] * len(questions)
+        self._arrived: list[Answer] = []
         self._timer: Timer | None = self._loop.call_later(timeout, self._timed_out)
         interval = min(RESEND_INTERVAL, timeout / (len(resolver.servers) + 1))
         self._lookups = [
@@ -339,10 +349,11 @@ class _Step:
     def _collector(self, index: int) -> StepDone:
         def collect(answer: Answer) -> None:
             self._answers[index] = answer
-            if answer.rcode:
-                self._finish(answer)
-            elif all(a is not None for a in self._answers):
-                self._finish(_merge([a for a in self._answers if a is not None]))
+            self._arrived.append(answer)
+            if all(a is not None for a in self._answers):
+                result = _settle(self._arrived)
+                if result is not None:
+                    self._finish(result)
 
         return collect
 
@@ -357,11 +368,19 @@ class _Step:
             on_done(answer)
 
 
-def _merge(answers: list[Answer]) -> Answer:
-    values = tuple(value for answer in answers for value in answer.values)
-    if not values:
-        return Answer(dns_wire.NXDOMAIN)
-    return Answer(0, values, min(answer.ttl for answer in answers if answer.values))
+def _settle(arrived: list[Answer]) -> Answer | None:
+    """The step's result once every question has its answer, as ``ngx_resolver_process_a``
+    settles A and AAAA: the later error if any failed, else every address, else NXDOMAIN;
+    but None (wait for the timeout) when the last answer held only unusable records."""
+    errors = [answer for answer in arrived if answer.rcode]
+    if errors:
+        return errors[-1]
+    values = tuple(value for answer in arrived for value in answer.values)
+    if values:
+        return Answer(0, values, min(answer.ttl for answer in arrived if answer.values))
+    if arrived[-1].unusable:
+        return None
+    return Answer(dns_wire.NXDOMAIN)
 
 
 class _Lookup:
@@ -391,10 +410,9 @@ class _Lookup:
 
     def _on_answer(self, answer: Answer) -> None:
         if answer.rcode or answer.cname is None:
-            ttl = min([*self._ttls, answer.ttl])
-            self._on_done(Answer(answer.rcode, answer.values, ttl))
+            self._on_done(replace(answer, ttl=min([*self._ttls, answer.ttl])))
         elif len(self._ttls) >= MAX_CNAME_HOPS:
-            self._on_done(Answer(dns_wire.SERVFAIL))
+            self._on_done(Answer(dns_wire.NXDOMAIN))  # nginx, past NGX_RESOLVER_MAX_RECURSION
         else:
             self._ttls.append(answer.ttl)
             self._exchange = self._ask(answer.cname)
