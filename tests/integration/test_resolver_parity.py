@@ -2,9 +2,10 @@
 
 Each case is one ``server`` (on its own loopback address, 127.0.0.2 and up) whose ``resolver``
 is a crafted server (``CraftedDns``) that gives one exact answer: a DNAME alone, a zero-length
-record, a wrong ID, FORMERR... The client connects from 127.0.0.1, so the lookup is the PTR of ``1.0.0.127.in-addr.arpa`` and then the
-A/AAAA of the name found; the name the gateway settled on (or ``[UNAVAILABLE]`` /
-``[TEMPUNAVAIL]``) is the ``Client-Host`` the auth server receives, and the error log says why.
+record, a wrong ID, FORMERR... The client connects from 127.0.0.1, so the lookup is the PTR
+of ``1.0.0.127.in-addr.arpa`` and then the A/AAAA of the name found; the name the gateway
+settled on (or ``[UNAVAILABLE]`` / ``[TEMPUNAVAIL]``) is the ``Client-Host`` the auth server
+receives, and the error log says why.
 
 nginx's rules (``ngx_resolver.c``), which mailgate follows:
 
@@ -15,8 +16,9 @@ nginx's rules (``ngx_resolver.c``), which mailgate follows:
 * An empty answer is "Host not found" (for a PTR query even when truncated).
 * The first PTR record in the answer is the name, whatever its owner, in lower case.
 * A and AAAA are both awaited; an error on either is the result (the later one if both
-  failed); a family answered with records but none usable leaves the lookup to time out when
-  it is the last to answer.
+  failed), else every address; without any, the last answer decides: a CNAME alone is
+  followed (both types asked again), an empty one is "Host not found", and one with records
+  but none usable leaves the lookup to time out.
 
 AAAA replies come ``LATER`` than A replies, so both gateways see them in the same order.
 Every test runs on nginx and on mailgate.
@@ -135,6 +137,11 @@ def cname_then_a(query: DnsQuery) -> Replies:
     if query.name == HOST:
         return at_once(query.reply(record(TO_QUESTION, TYPE_CNAME, wire_name(REAL))))
     return at_once(query.reply(address()) if query.rtype == TYPE_A else query.reply())
+
+
+def nodata_then_a(query: DnsQuery) -> Replies:
+    """NODATA for the name itself; real.client.test answered as ``cname_then_a`` does."""
+    return nodata(query) if query.name == HOST else cname_then_a(query)
 
 
 CNAME_TO_ITSELF = answer(record(TO_QUESTION, TYPE_CNAME, wire_name(HOST)))
@@ -311,6 +318,25 @@ CASES = [
         on_forward(rcode(NXDOMAIN), rcode(SERVFAIL)),
         TEMPUNAVAIL,
         name_log(2, "Server failure"),
+    ),
+    Case(
+        "a_cname_and_a_aaaa_cname_only",
+        on_forward(
+            answer(record(TO_QUESTION, TYPE_CNAME, wire_name(REAL)), address(wire_name(REAL))),
+            answer(record(TO_QUESTION, TYPE_CNAME, wire_name(REAL))),
+        ),
+        HOST,
+    ),
+    Case(
+        "a_cname_only_aaaa_nodata",
+        on_forward(cname_then_a, nodata),
+        UNAVAILABLE,
+        name_log(3, "Host not found"),
+    ),
+    Case(
+        "a_nodata_aaaa_cname_only",
+        on_forward(nodata_then_a, cname_then_a),
+        HOST,
     ),
     Case(
         "a_cname_loop",

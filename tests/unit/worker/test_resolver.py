@@ -524,6 +524,7 @@ def test_asks_again_for_a_cname_the_server_left_unresolved(loop: Loop) -> None:
         {
             ("5.2.0.192.in-addr.arpa.", "PTR"): ["5.2.0.192.in-addr.arpa. 60 IN PTR alias.test."],
             ("alias.test.", "A"): ["alias.test. 60 IN CNAME real.test."],
+            ("alias.test.", "AAAA"): ["alias.test. 60 IN CNAME real.test."],
             ("real.test.", "A"): ["real.test. 60 IN A 192.0.2.5"],
         },
     )
