@@ -115,10 +115,10 @@ def parse_reply(query: Query, wire: bytes) -> Answer | None:
         return None
     if rcode:
         return Answer(rcode)
-    if any(rrset.rdclass != dns.rdataclass.IN for rrset in reply.answer):
-        return None
     if query.rdtype == PTR:
         return _ptr_answer(reply)
+    if any(rrset.rdclass != dns.rdataclass.IN for rrset in reply.answer):
+        return None
     return _address_answer(reply, query.rdtype)
 
 
@@ -132,7 +132,9 @@ def _ptr_answer(reply: dns.message.Message) -> Answer | None:
     NXDOMAIN even when truncated (nginx does not retry a PTR query over TCP)."""
     if not reply.answer:
         return Answer(NXDOMAIN)
-    for rrset in reply.answer:
+    for rrset in reply.answer:  # in order: nginx stops at the first PTR, or at a non-IN class
+        if rrset.rdclass != dns.rdataclass.IN:
+            return None
         if rrset.rdtype == PTR:
             return Answer(0, (_value(rrset[0]),), rrset.ttl)
     return None

@@ -213,6 +213,7 @@ CASES = [
         PTR_TIMED_OUT,
     ),
     Case("ptr_class_chaos", on_ptr(answer(ptr(rclass=CLASS_CH))), TEMPUNAVAIL, PTR_TIMED_OUT),
+    Case("ptr_then_class_chaos", on_ptr(answer(ptr(), ptr("x.test", rclass=CLASS_CH))), HOST),
     Case("ptr_nodata", on_ptr(nodata), UNAVAILABLE, ptr_log(3, "Host not found")),
     Case("ptr_nxdomain", on_ptr(rcode(NXDOMAIN)), UNAVAILABLE, ptr_log(3, "Host not found")),
     Case("ptr_servfail", on_ptr(rcode(SERVFAIL)), TEMPUNAVAIL, ptr_log(2, "Server failure")),
