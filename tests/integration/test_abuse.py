@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway
 from tests.servers.auth_http import Account, AuthServer
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

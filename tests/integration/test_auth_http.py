@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import Answer, AuthRequest, AuthServer, apop_digest
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

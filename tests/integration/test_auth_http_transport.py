@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import (
     Answer,
     AuthServer,
@@ -30,6 +29,8 @@ from tests.servers.auth_http import (
     serving_on_unix,
 )
 from tests.servers.recording import silent_tcp
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import AuthRequest, AuthServer
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

@@ -12,18 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    LineClient,
-    free_port,
-    make_message,
-    run_curl,
-    run_s_client,
-    running_gateway,
-    unique,
-)
 from tests.servers.auth_http import Account, Answer, AuthServer, cram_md5_response
 from tests.servers.dovecot import DovecotInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -42,8 +42,11 @@ from mailgate.master.metrics import MetricsError
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.master.metrics import endpoint as metrics_endpoint
 from mailgate.master.metrics import supervisor as metrics_supervisor
-from tests.conftest import USERS, Master, TlsFiles, children, cmdline, free_port, wait_until
 from tests.servers.dovecot import DovecotInfo
+from tests.support.accounts import USERS
+from tests.support.master import Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import children, cmdline, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,11 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
-from tests.integration.procfs import open_fds
 from tests.servers.auth_http import Account, Answer, AuthServer
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
+from tests.support.procfs import open_fds
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, make_message, run_curl, run_s_client, unique
 from tests.servers.auth_http import Answer, AuthServer, apop_digest
 from tests.servers.dovecot import DovecotInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, TlsFiles, running_gateway, wait_until
 from tests.servers.auth_http import Account, AuthRequest, AuthServer
 from tests.servers.recording import V2_SIGNATURE, RecordingImapBackend
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

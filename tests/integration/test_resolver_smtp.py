@@ -17,12 +17,14 @@ from email import message_from_bytes
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, make_message, unique, wait_until
 from tests.servers.auth_http import AuthServer
 from tests.servers.dns import DnsRecords, running_dnsmasq
 from tests.servers.dovecot import read_maildir
 from tests.servers.postfix import PostfixInfo
 from tests.servers.recording import silent_udp
+from tests.support.clients import LineClient, make_message, unique
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
 from tests.servers.auth_http import Answer, AuthServer
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 

@@ -13,8 +13,9 @@ import ssl
 
 import pytest
 
-from tests.conftest import Gateway, wait_until
-from tests.integration.procfs import rss_kib
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
+from tests.support.procfs import rss_kib
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, free_port, running_gateway
 from tests.servers.auth_http import AuthServer
 from tests.servers.dovecot import DovecotInfo
 from tests.servers.postfix import PostfixInfo
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
-from tests.integration.procfs import cpu_seconds
 from tests.servers.auth_http import AuthServer
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
+from tests.support.procfs import cpu_seconds
 
 pytestmark = pytest.mark.slow
 

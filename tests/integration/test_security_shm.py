@@ -23,13 +23,15 @@ import sysv_ipc
 
 from mailgate.shm import layout, segment, zones
 from mailgate.shm.zones import Header
-from tests.conftest import Master, TlsFiles, wait_until
 from tests.integration.test_session_cache import (
     TLS12,
     client_context,
     connect,
     resume_on_every_worker,
 )
+from tests.support.master import Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

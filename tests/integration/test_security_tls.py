@@ -26,9 +26,9 @@ import pytest
 import trustme
 
 from mailgate.shm import segment, zones
-from tests.conftest import Gateway
 from tests.integration.test_tls_sessions import read_until, s_client_argv, summary
 from tests.servers.auth_http import AuthServer
+from tests.support.gateway import Gateway
 from tests.unit.tls.conftest import revocation_list
 
 # mailgate only: nginx 1.22's session ID context covers the certificates and the client CA

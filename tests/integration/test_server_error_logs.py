@@ -25,19 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    IMPLEMENTATIONS,
-    MAILGATE,
-    USERS,
-    Gateway,
-    TlsFiles,
-    running_gateway,
-    wait_until,
-)
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, reachable_dir
 from tests.servers.ports import LOOPBACK
 from tests.servers.syslog import SyslogReceiver, running_receiver
+from tests.support.accounts import USERS
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

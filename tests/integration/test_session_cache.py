@@ -22,16 +22,10 @@ import pytest
 
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.shm import segment, zones
-from tests.conftest import (
-    Master,
-    TlsFiles,
-    _ready,
-    children,
-    free_port,
-    spawn_master,
-    wait_until,
-)
 from tests.integration.test_observability import parse, reload, scrape_directory, total
+from tests.support.master import Master, master_ready, spawn_master
+from tests.support.pki import TlsFiles
+from tests.support.processes import children, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -343,7 +337,7 @@ def test_a_second_master_of_the_instance_attaches_and_the_last_one_unlinks(
             proc = spawn_master(["-c", str(conf)], tmp_path / f"stderr{n}.txt")
             master = Master(proc, conf, pid, log, tmp_path / f"stderr{n}.txt", port)
             masters.append(master)
-            assert wait_until(lambda m=master: _ready(m, 2), 10), master.log()
+            assert wait_until(lambda m=master: master_ready(m, 2), 10), master.log()
             if n == 0:
                 ctx = client_context(tls_files, TLS12)
                 ctx.options |= ssl.OP_NO_TICKET

@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    LineClient,
-    make_message,
-    run_curl,
-    run_s_client,
-    unique,
-    wait_until,
-)
 from tests.servers.auth_http import Answer, AuthServer
 from tests.servers.dovecot import read_maildir
 from tests.servers.postfix import PostfixInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

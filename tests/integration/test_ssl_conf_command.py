@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import IMPLEMENTATIONS, MAILGATE, Gateway, TlsFiles, running_gateway
 from tests.servers import nginx
 from tests.servers.auth_http import AuthServer
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
+from tests.support.pki import TlsFiles
 
 pytestmark = pytest.mark.slow
 

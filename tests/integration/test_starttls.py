@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

@@ -34,18 +34,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import (
-    IMPLEMENTATIONS,
-    MAILGATE,
-    Gateway,
-    LineClient,
-    run_curl,
-    run_s_client,
-    running_gateway,
-)
 from tests.servers import nginx
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, NOGROUP_GID, reachable_dir
+from tests.support.clients import LineClient, run_curl, run_s_client
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, wait_until
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
