@@ -16,7 +16,7 @@ from mailgate.shm import zones
 from mailgate.shm.lock import Lock
 from mailgate.worker.observe import metrics
 from mailgate.worker.tls import contexts, libssl, ticket_key_zone
-from tests.unit.tls.conftest import (
+from tests.unit.worker.tls.conftest import (
     Pki,
     client_context,
     handshake,

@@ -9,7 +9,7 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.worker.tls import contexts, libssl, ticket_key_files
-from tests.unit.tls.conftest import (
+from tests.unit.worker.tls.conftest import (
     Connect,
     Pki,
     client_context,

@@ -11,7 +11,7 @@ from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.worker.tls import client_cert, contexts
-from tests.unit.tls.conftest import (
+from tests.unit.worker.tls.conftest import (
     Connect,
     Pki,
     client_context,

@@ -12,7 +12,7 @@ import pytest
 
 from mailgate.config import model
 from mailgate.worker.tls import client_cert, contexts
-from tests.unit.tls.conftest import Connect, Pki, handshake, server_config
+from tests.unit.worker.tls.conftest import Connect, Pki, handshake, server_config
 
 Reply = client_cert.VerifyReply
 
