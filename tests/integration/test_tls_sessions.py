@@ -23,20 +23,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.config import mail_block
 from tests.support.gateway import Gateway
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_cache%% ssl;
         protocol imap;
@@ -44,8 +40,8 @@ mail {
         ssl_session_tickets off;
     }
     server { listen 127.0.0.1:%%PORT_tickets%% ssl; protocol imap; ssl_session_tickets on; }
-}
-"""
+""",
+)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 TLS12_NO_TICKET = ("-tls1_2", "-no_ticket")
