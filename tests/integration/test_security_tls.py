@@ -30,7 +30,7 @@ from tests.integration.test_tls_sessions import read_until, s_client_argv, summa
 from tests.servers.auth_http import AuthServer
 from tests.support.config import mail_block
 from tests.support.gateway import Gateway
-from tests.unit.worker.tls.conftest import revocation_list
+from tests.support.pki import revocation_list
 
 # mailgate only: nginx 1.22's session ID context covers the certificates and the client CA
 # names alone, so it resumes these sessions (the very class of bug this file guards against).

@@ -16,8 +16,8 @@ from mailgate.shm import zones
 from mailgate.shm.lock import Lock
 from mailgate.worker.observe import metrics
 from mailgate.worker.tls import contexts, libssl, ticket_key_zone
+from tests.support.pki import Pki
 from tests.unit.worker.tls.conftest import (
-    Pki,
     client_context,
     handshake,
     pki,
