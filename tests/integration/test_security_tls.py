@@ -26,8 +26,8 @@ import pytest
 import trustme
 
 from mailgate.shm import segment, zones
-from tests.integration.test_tls_sessions import read_until, s_client_argv, summary
 from tests.servers.auth_http import AuthServer
+from tests.support.clients import read_until, s_client_argv, summary
 from tests.support.config import mail_block
 from tests.support.gateway import Gateway
 from tests.support.pki import revocation_list

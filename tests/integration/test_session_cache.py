@@ -22,8 +22,8 @@ import pytest
 
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.shm import segment, zones
-from tests.integration.test_observability import parse, reload, scrape_directory, total
 from tests.support.master import Master, master_ready, spawn_master
+from tests.support.metrics import parse, reload, scrape_directory, total
 from tests.support.pki import TlsFiles
 from tests.support.processes import children, free_port, wait_until
 

@@ -7,6 +7,7 @@ and real-server launchers (tests/servers/).
 - `gateway`: the same `mail {}` configuration on nginx or mailgate (`running_gateway`).
 - `config`: builders for the `mail {}` blocks the gateway modules share.
 - `clients`: a byte-exact line client, curl and `openssl s_client` wrappers, test messages.
-- `pki`: the session's server certificate and CA files.
+- `metrics`: a scrape parsed and summed; a HUP that waits for the new workers.
+- `pki`: the session's server certificate and CA files; the TLS unit tests' PKI.
 - `accounts`: the users the backends and the auth server know.
 """

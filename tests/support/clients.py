@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -116,3 +119,28 @@ def run_s_client(gateway: Gateway, protocol: str, port: str, commands: bytes) ->
     result = subprocess.run(argv, input=commands, capture_output=True, timeout=20, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def s_client_argv(gateway: Gateway, port: str, *options: str) -> list[str]:
+    """``openssl s_client`` on the gateway's port ``port``, verifying it against its CA."""
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{gateway.port(port)}"]
+    return [*argv, "-CAfile", str(gateway.ca), "-verify_return_error", *options]
+
+
+def read_until(proc: subprocess.Popen[bytes], wanted: bytes, timeout: float = 10.0) -> bytes:
+    """Read the process's stdout until ``wanted`` appears (or EOF, or the timeout)."""
+    assert proc.stdout is not None
+    fd, data = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while wanted not in data and (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def summary(output: str) -> str:
+    """s_client's ``New, TLSv1.3, Cipher is ...`` / ``Reused, ...`` line."""
+    return next(line for line in output.splitlines() if line.startswith(("New,", "Reused,")))
