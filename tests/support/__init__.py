@@ -8,6 +8,7 @@ and real-server launchers (tests/servers/).
 - `config`: builders for the `mail {}` blocks the gateway modules share.
 - `clients`: a byte-exact line client, curl and `openssl s_client` wrappers, test messages.
 - `metrics`: a scrape parsed and summed; a HUP that waits for the new workers.
+- `resumption`: TLS connections to the real master, the worker that served each, resumption.
 - `pki`: the session's server certificate and CA files; the TLS unit tests' PKI.
 - `accounts`: the users the backends and the auth server know.
 """
