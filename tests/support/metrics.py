@@ -32,10 +32,12 @@ def total(families: Families, sample: str, **labels: str) -> float:
     family = family or families.get(sample.rsplit("_", 1)[0])
     if family is None:
         return 0.0
-    return sum(
-        s.value
-        for s in family.samples
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    return float(
+        sum(
+            s.value
+            for s in family.samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        )
     )
 
 
