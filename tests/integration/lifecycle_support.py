@@ -23,8 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LineClient, Master, TlsFiles, free_port, wait_until
 from tests.servers.dovecot import DovecotInfo
+from tests.support.clients import LineClient
+from tests.support.master import Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import free_port, wait_until
 
 GREETING = b"* OK IMAP4 ready\r\n"
 USER, PASSWORD = "carol", "carol-pw"

@@ -15,22 +15,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway
 from tests.servers.auth_http import Account, AuthServer
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-
+GATEWAY_CONFIG = mail_block(
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_slow%%; protocol imap; timeout 2s; }
     server { listen 127.0.0.1:%%PORT_delay%%; protocol smtp; smtp_greeting_delay 1s; }
-}
-"""
+""",
+)
 
 
 class RecordingBackend:

@@ -11,19 +11,16 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import Answer, AuthRequest, AuthServer, apop_digest
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; starttls on; }
     server { listen 127.0.0.1:%%PORT_imaps%% ssl; protocol imap; }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; pop3_auth plain apop; }
@@ -35,8 +32,8 @@ mail {
         auth_http_header X-Auth-Key "s3cret";
         auth_http_header X-Other two;
     }
-}
-"""
+""",
+)
 
 TLS13 = ["Auth-SSL: on", "Auth-SSL-Protocol: TLSv1.3", "Auth-SSL-Cipher: TLS_AES_256_GCM_SHA384"]
 

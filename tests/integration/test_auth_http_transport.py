@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import (
     Answer,
     AuthServer,
@@ -30,14 +29,14 @@ from tests.servers.auth_http import (
     serving_on_unix,
 )
 from tests.servers.recording import silent_tcp
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-
+GATEWAY_CONFIG = mail_block(
+    servers="""
     server { listen 127.0.0.1:%%PORT_unix%%; protocol imap; auth_http %%AUTH_UNIX%%; }
     server {
         listen 127.0.0.1:%%PORT_down_imap%%;
@@ -67,8 +66,8 @@ mail {
         protocol imap;
         auth_http_header X-Secret s3cret;
     }
-}
-"""
+""",
+)
 
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
 INTERNAL_ERROR = {

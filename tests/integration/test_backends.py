@@ -18,6 +18,8 @@ import pytest
 from tests.servers.dovecot import DovecotInfo
 from tests.servers.postfix import PostfixInfo, running_postfix
 
+pytestmark = pytest.mark.slow  # Dovecot and Postfix
+
 
 def _message(subject: str) -> bytes:
     return f"From: test@example.test\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n".encode()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import MAILGATE, Master, config_text, free_port, wait_until
+from tests.support.master import MAILGATE, Master, config_text
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -24,20 +24,17 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import Gateway, LineClient
 from tests.servers.auth_http import AuthRequest, AuthServer
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_client_certificate %%CLIENT_CA%%;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    settings=("ssl_client_certificate %%CLIENT_CA%%",),
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_imaps%% ssl;
         protocol imap;
@@ -72,8 +69,8 @@ mail {
         ssl_client_certificate %%CHAIN_CA%%;
         ssl_verify_depth 0;
     }
-}
-"""
+""",
+)
 
 GREETINGS = {
     "imap": b"* OK IMAP4 ready\r\n",

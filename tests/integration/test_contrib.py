@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import children, free_port, wait_until
 from tests.integration.lifecycle_support import GREETING, alive, kill_group
+from tests.support.processes import children, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,29 +12,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    LineClient,
-    free_port,
-    make_message,
-    run_curl,
-    run_s_client,
-    running_gateway,
-    unique,
-)
 from tests.servers.auth_http import Account, Answer, AuthServer, cram_md5_response
 from tests.servers.dovecot import DovecotInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
     server { listen 127.0.0.1:%%PORT_starttls%%; protocol imap; starttls on; }
     server { listen 127.0.0.1:%%PORT_only%%; protocol imap; starttls only; }
@@ -51,8 +40,8 @@ mail {
         protocol imap;
         auth_http 127.0.0.1:%%PORT_dead%%/auth;
     }
-}
-"""
+""",
+)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 INTERNAL_ERROR = b"* BAD internal server error\r\n"

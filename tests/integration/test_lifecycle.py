@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAILGATE, LineClient, Master, TlsFiles, cmdline, free_port, wait_until
 from tests.integration.lifecycle_support import GREETING, Gate, ImapSession, greet, imap_round
+from tests.support.clients import LineClient
+from tests.support.master import MAILGATE, Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import cmdline, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAILGATE, Master, children, cmdline, free_port, wait_until
+from tests.support.master import MAILGATE, Master
+from tests.support.processes import children, cmdline, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

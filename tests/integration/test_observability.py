@@ -35,52 +35,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mailgate.config import model
 from mailgate.master.metrics import MetricsError
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.master.metrics import endpoint as metrics_endpoint
 from mailgate.master.metrics import supervisor as metrics_supervisor
-from tests.conftest import USERS, Master, TlsFiles, children, cmdline, free_port, wait_until
 from tests.servers.dovecot import DovecotInfo
+from tests.support.accounts import USERS
+from tests.support.master import Master
+from tests.support.metrics import Families, parse, reload, scrape_directory, total
+from tests.support.pki import TlsFiles
+from tests.support.processes import children, cmdline, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-Families = dict[str, Any]
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def parse(text: str) -> Families:
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def total(families: Families, sample: str, **labels: str) -> float:
-    """Sum of the samples named ``sample`` whose labels include ``labels``."""
-    family = families.get(sample.removesuffix("_total").removesuffix("_count"))
-    family = family or families.get(sample.rsplit("_", 1)[0])
-    if family is None:
-        return 0.0
-    return sum(
-        s.value
-        for s in family.samples
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def scrape_directory(path: Path) -> str:
-    """What the metrics process would answer, computed in a fresh interpreter."""
-    code = (
-        "import sys; from mailgate.master.metrics.endpoint import scrape; "
-        "sys.stdout.write(scrape().decode())"
-    )
-    env = {**os.environ, metrics_directory.ENV: str(path)}
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
 
 
 def http_get(port: int, path: str = "/metrics") -> tuple[int, str]:
@@ -617,20 +588,6 @@ def settled(scrape: Callable[[], str]) -> Families:
 
     assert wait_until(done, 10), fam.get("mailgate_sessions")
     return fam
-
-
-def workers(master: Master) -> set[int]:
-    """The worker processes (the metrics process is a child of the master too)."""
-    return {pid for pid in master.workers() if "worker process" in cmdline(pid)}
-
-
-def reload(master: Master) -> None:
-    """HUP, then wait until every old worker has gone and two new ones run."""
-    before = workers(master)
-    master.signal(signal.SIGHUP)
-    assert wait_until(lambda: not before & (now := workers(master)) and len(now) == 2, 10), (
-        master.log()
-    )
 
 
 def test_counters_match_the_traffic_across_workers_and_a_reload(

@@ -11,20 +11,19 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
-from tests.integration.procfs import open_fds
 from tests.servers.auth_http import Account, Answer, AuthServer
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
+from tests.support.procfs import open_fds
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1  # one worker, so its descriptors tell the whole story
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    smtp_auth plain login external;
-    pop3_auth plain apop external;
-
+GATEWAY_CONFIG = mail_block(
+    settings=("smtp_auth plain login external", "pop3_auth plain apop external"),
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_smtp%%;
         protocol smtp;
@@ -33,8 +32,8 @@ mail {
     }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
-}
-"""
+""",
+)
 
 SMTP_INTERNAL_ERROR = b"451 4.3.2 Internal server error\r\n"
 POP3_INTERNAL_ERROR = b"-ERR internal server error\r\n"

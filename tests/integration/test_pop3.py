@@ -11,20 +11,17 @@ import re
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, make_message, run_curl, run_s_client, unique
 from tests.servers.auth_http import Answer, AuthServer, apop_digest
 from tests.servers.dovecot import DovecotInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_starttls%%; protocol pop3; starttls on; }
     server { listen 127.0.0.1:%%PORT_only%%; protocol pop3; starttls only; }
@@ -41,8 +38,8 @@ mail {
         protocol pop3;
         auth_http 127.0.0.1:%%PORT_dead%%/auth;
     }
-}
-"""
+""",
+)
 
 GREETING = b"+OK POP3 ready\r\n"
 INTERNAL_ERROR = b"-ERR internal server error\r\n"

@@ -21,20 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, TlsFiles, running_gateway, wait_until
 from tests.servers.auth_http import Account, AuthRequest, AuthServer
 from tests.servers.recording import V2_SIGNATURE, RecordingImapBackend
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_trusted%% proxy_protocol;
         protocol imap;
@@ -53,17 +52,15 @@ mail {
         set_real_ip_from 127.0.0.1;
         proxy_protocol on;
     }
-}
-"""
+""",
+)
 
 # nginx 1.22 does not know ``proxy_protocol v2`` (it came in 1.31.4): a mailgate-only config.
-V2_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
+V2_CONFIG = mail_block(
+    servers="""\
     server { listen 127.0.0.1:%%PORT_to_backend%%; protocol imap; proxy_protocol v2; }
-}
-"""
+""",
+)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 BALANCER = ("192.0.2.1", "192.0.2.2", 5555, 143)  # client and balancer addresses in the header

@@ -17,21 +17,21 @@ from email import message_from_bytes
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, make_message, unique, wait_until
 from tests.servers.auth_http import AuthServer
 from tests.servers.dns import DnsRecords, running_dnsmasq
 from tests.servers.dovecot import read_maildir
 from tests.servers.postfix import PostfixInfo
 from tests.servers.recording import silent_udp
+from tests.support.clients import LineClient, make_message, unique
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    resolver_timeout 5s;
-
+GATEWAY_CONFIG = mail_block(
+    settings=("resolver_timeout 5s",),
+    servers="""
     server { listen 127.0.0.1:%%PORT_named%%; protocol smtp; resolver %%DNS_NAMED%%; }
     server { listen 127.0.0.1:%%PORT_ptr_only%%; protocol smtp; resolver %%DNS_PTR_ONLY%%; }
     server {
@@ -41,8 +41,8 @@ mail {
         resolver_timeout 1s;
     }
     server { listen 127.0.0.1:%%PORT_no_resolver%%; protocol smtp; }
-}
-"""
+""",
+)
 
 CLIENT_NAME = "mail.client.test"  # PTR of 127.0.0.1, and its A record is 127.0.0.1
 GHOST_NAME = "ghost.client.test"  # PTR of 127.0.0.1 on the other server, without an A record

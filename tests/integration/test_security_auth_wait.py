@@ -10,18 +10,19 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
 from tests.servers.auth_http import Answer, AuthServer
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
+GATEWAY_CONFIG = mail_block(
+    servers="""\
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
-}
-"""
+""",
+)
 
 MIN_WAIT = 1.0  # mailgate's delay for a WAIT without Auth-Wait
 MAX_WAITS = 10  # WAIT answers a login may get before it is an internal error

@@ -13,27 +13,25 @@ import ssl
 
 import pytest
 
-from tests.conftest import Gateway, wait_until
-from tests.integration.procfs import rss_kib
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
+from tests.support.procfs import rss_kib
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1  # one worker, so one RSS tells the whole story
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-
+GATEWAY_CONFIG = mail_block(
+    settings=("ssl_certificate %%CERT%%", "ssl_certificate_key %%KEY%%"),
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_smtp%%; protocol smtp; }
     server { listen 127.0.0.1:%%PORT_imaps%% ssl; protocol imap; }
     server { listen 127.0.0.1:%%PORT_pop3s%% ssl; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_smtps%% ssl; protocol smtp; }
-}
-"""
+""",
+)
 
 SENT = 20 * 1024 * 1024  # what the client tries to pipeline
 STALL = 1.0  # seconds a blocked send waits before the client gives up sending

@@ -15,26 +15,24 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, free_port, running_gateway
 from tests.servers.auth_http import AuthServer
 from tests.servers.dovecot import DovecotInfo
 from tests.servers.postfix import PostfixInfo
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    imap_auth plain login;
-    pop3_auth plain;
-    smtp_auth plain login;
-
+GATEWAY_CONFIG = mail_block(
+    settings=("imap_auth plain login", "pop3_auth plain", "smtp_auth plain login"),
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; }
     server { listen 127.0.0.1:%%PORT_smtp%%; protocol smtp; }
-}
-"""
+""",
+)
 
 REFUSED_LOG = "client sent a login or password with CR, LF or NUL"
 

@@ -28,8 +28,10 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
 from tests.servers.ports import LOOPBACK
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,11 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from tests.conftest import Gateway, LineClient, wait_until
 from tests.servers.auth_http import Answer, AuthServer
 from tests.servers.syslog import SyslogReceiver, running_receiver
+from tests.support.clients import LineClient
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 

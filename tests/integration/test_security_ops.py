@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from mailgate.master.metrics import directory as metrics_directory
-from tests.conftest import Master, cmdline, free_port, wait_until
 from tests.servers.files import reachable_dir
+from tests.support.master import Master
+from tests.support.processes import cmdline, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

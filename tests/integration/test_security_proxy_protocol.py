@@ -10,18 +10,17 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway, LineClient
-from tests.integration.procfs import cpu_seconds
 from tests.servers.auth_http import AuthServer
+from tests.support.clients import LineClient
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.procfs import cpu_seconds
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-
+GATEWAY_CONFIG = mail_block(
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_trusted%% proxy_protocol;
         protocol imap;
@@ -32,8 +31,8 @@ mail {
         protocol imap;
         set_real_ip_from 127.0.0.0/8;
     }
-}
-"""
+""",
+)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 HEADER_DEADLINE = 5.0  # mailgate's own bound on reading a PROXY header

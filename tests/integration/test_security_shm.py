@@ -23,8 +23,10 @@ import sysv_ipc
 
 from mailgate.shm import layout, segment, zones
 from mailgate.shm.zones import Header
-from tests.conftest import Master, TlsFiles, wait_until
-from tests.integration.test_session_cache import (
+from tests.support.master import Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
+from tests.support.resumption import (
     TLS12,
     client_context,
     connect,

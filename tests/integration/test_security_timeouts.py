@@ -16,21 +16,19 @@ import time
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 3.0
 GATEWAY_WORKER_CONNECTIONS = 2048  # the drippers must not be refused for want of room
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    timeout 3s;
-
+GATEWAY_CONFIG = mail_block(
+    settings=("timeout 3s",),
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; }
-}
-"""
+""",
+)
 DRIPPERS = 1000
 DRIP_INTERVAL = 1.0  # one byte per client this often
 

@@ -26,25 +26,20 @@ import pytest
 import trustme
 
 from mailgate.shm import segment, zones
-from tests.conftest import Gateway
-from tests.integration.test_tls_sessions import read_until, s_client_argv, summary
 from tests.servers.auth_http import AuthServer
-from tests.unit.tls.conftest import revocation_list
+from tests.support.clients import read_until, s_client_argv, summary
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.pki import revocation_list
 
 # mailgate only: nginx 1.22's session ID context covers the certificates and the client CA
 # names alone, so it resumes these sessions (the very class of bug this file guards against).
 pytestmark = [pytest.mark.slow, pytest.mark.gateway(implementations=("mailgate",))]
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_verify_client on;
-    ssl_client_certificate %%CLIENT_CA%%;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    settings=("ssl_verify_client on", "ssl_client_certificate %%CLIENT_CA%%"),
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_loose_files%% ssl;
         protocol imap;
@@ -85,8 +80,8 @@ mail {
         ssl_session_cache shared:IDS:1m;
         ssl_session_tickets off;
     }
-}
-"""
+""",
+)
 
 ZONES = ("FILES", "ZONE", "IDS")
 

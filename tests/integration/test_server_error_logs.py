@@ -25,29 +25,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    IMPLEMENTATIONS,
-    MAILGATE,
-    USERS,
-    Gateway,
-    TlsFiles,
-    running_gateway,
-    wait_until,
-)
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, reachable_dir
 from tests.servers.ports import LOOPBACK
 from tests.servers.syslog import SyslogReceiver, running_receiver
+from tests.support.accounts import USERS
+from tests.support.config import mail_block
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
+from tests.support.pki import TlsFiles
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1
 # Relative paths: both resolve them against the prefix, the gateway's own folder.
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-
+GATEWAY_CONFIG = mail_block(
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_own%%;
         protocol imap;
@@ -57,8 +51,8 @@ mail {
         error_log stderr info;
     }
     server { listen 127.0.0.1:%%PORT_main%%; protocol imap; }
-}
-"""
+""",
+)
 
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
 LAST_LINE = "proxied session done"  # the last info line of a LOGIN ... LOGOUT session
@@ -184,13 +178,11 @@ def test_hup_opens_a_changed_server_log_and_the_new_workers_use_it(gateway: Gate
     )
 
 
-ROTATED_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
+ROTATED_CONFIG = mail_block(
+    servers="""\
     server { listen 127.0.0.1:%%PORT_own%%; protocol imap; error_log own.log info; }
-}
-"""
+""",
+)
 
 
 # Not on the module's gateway: the workers (nobody) reopen the file by its path, so the
@@ -223,13 +215,11 @@ def test_usr1_reopens_a_rotated_server_log_for_the_workers(
         assert LAST_LINE not in rotated.read_text()
 
 
-CROWDED_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
+CROWDED_CONFIG = mail_block(
+    servers="""\
     server { listen 127.0.0.1:%%PORT_own%%; protocol imap; error_log own.log info; }
-}
-"""
+""",
+)
 CROWDED_CONNECTIONS = 4
 
 

@@ -22,29 +22,20 @@ import pytest
 
 from mailgate.master.metrics import directory as metrics_directory
 from mailgate.shm import segment, zones
-from tests.conftest import (
-    Master,
-    TlsFiles,
-    _ready,
-    children,
-    free_port,
-    spawn_master,
-    wait_until,
+from tests.support.master import Master, master_ready, spawn_master
+from tests.support.metrics import parse, reload, scrape_directory, total
+from tests.support.pki import TlsFiles
+from tests.support.processes import children, free_port, wait_until
+from tests.support.resumption import (
+    TLS12,
+    TLS13,
+    attempts,
+    client_context,
+    connect,
+    resume_on_every_worker,
 )
-from tests.integration.test_observability import parse, reload, scrape_directory, total
 
 pytestmark = pytest.mark.slow
-
-# Accepts go to whichever worker wakes first: on a loaded 2-core machine one of four workers
-# can miss 60 connections in a row, so the tests that must reach every worker try for a while.
-REACH_EVERY_WORKER = 30.0  # seconds
-
-
-def attempts() -> Iterator[None]:
-    """Keep connecting until the caller has what it waits for, for at most REACH_EVERY_WORKER."""
-    deadline = time.monotonic() + REACH_EVERY_WORKER
-    while time.monotonic() < deadline:
-        yield None
 
 
 @pytest.fixture(autouse=True)
@@ -100,61 +91,6 @@ def metrics_on() -> str:
     return f"metrics_listen 127.0.0.1:{free_port()};"
 
 
-def serving_pid(port: int, client_port: int) -> int:
-    """The pid that holds the server side of our connection."""
-    query = f"( sport = :{port} and dport = :{client_port} )"
-    for _ in range(50):
-        out = subprocess.run(
-            ["ss", "-tnpH", "state", "established", query],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        found = re.search(r"pid=(\d+)", out)
-        if found:
-            return int(found.group(1))
-        time.sleep(0.01)
-    raise AssertionError(f"no server socket for client port {client_port}")
-
-
-def client_context(tls_files: TlsFiles, version: ssl.TLSVersion) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
-    ctx.maximum_version = version
-    return ctx
-
-
-def connect(
-    master: Master, ctx: ssl.SSLContext, session: ssl.SSLSession | None
-) -> tuple[bool, ssl.SSLSession, int]:
-    """One connection: (resumed, the session to offer next, the worker's pid)."""
-    raw = socket.create_connection(("127.0.0.1", master.port), timeout=5)
-    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
-        pid = serving_pid(master.port, sock.getsockname()[1])
-        assert sock.recv(100).startswith(b"* OK")  # TLS 1.3 tickets arrive before it
-        reused = sock.session_reused
-        assert sock.session is not None
-        return reused, sock.session, pid
-
-
-def resume_on_every_worker(master: Master, ctx: ssl.SSLContext, *, chain: bool = False) -> set[int]:
-    """Offer one session (or, with ``chain``, each connection's) until every worker took one."""
-    workers = set(master.workers())
-    reused, session, _ = connect(master, ctx, None)
-    assert not reused
-    served: set[int] = set()
-    for _ in attempts():
-        reused, newer, pid = connect(master, ctx, session)
-        assert reused, f"worker {pid} did not resume ({len(served)} workers did)"
-        served.add(pid)
-        if chain:
-            session = newer
-        if served >= workers:
-            return served
-    raise AssertionError(f"only reached workers {served} of {workers}")
-
-
-TLS12 = ssl.TLSVersion.TLSv1_2
-TLS13 = ssl.TLSVersion.TLSv1_3
 SHARED = "ssl_session_cache shared:SSL:1m;"
 
 
@@ -343,7 +279,7 @@ def test_a_second_master_of_the_instance_attaches_and_the_last_one_unlinks(
             proc = spawn_master(["-c", str(conf)], tmp_path / f"stderr{n}.txt")
             master = Master(proc, conf, pid, log, tmp_path / f"stderr{n}.txt", port)
             masters.append(master)
-            assert wait_until(lambda m=master: _ready(m, 2), 10), master.log()
+            assert wait_until(lambda m=master: master_ready(m, 2), 10), master.log()
             if n == 0:
                 ctx = client_context(tls_files, TLS12)
                 ctx.options |= ssl.OP_NO_TICKET

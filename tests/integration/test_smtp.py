@@ -12,29 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    LineClient,
-    make_message,
-    run_curl,
-    run_s_client,
-    unique,
-    wait_until,
-)
 from tests.servers.auth_http import Answer, AuthServer
 from tests.servers.dovecot import read_maildir
 from tests.servers.postfix import PostfixInfo
+from tests.support.clients import LineClient, make_message, run_curl, run_s_client, unique
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server { listen 127.0.0.1:%%PORT_smtp%%; protocol smtp; }
     server { listen 127.0.0.1:%%PORT_starttls%%; protocol smtp; starttls on; }
     server { listen 127.0.0.1:%%PORT_only%%; protocol smtp; starttls only; }
@@ -54,8 +44,8 @@ mail {
         protocol smtp;
         auth_http 127.0.0.1:%%PORT_dead%%/auth;
     }
-}
-"""
+""",
+)
 
 GREETING = b"220 localhost ESMTP ready\r\n"
 INTERNAL_ERROR = b"451 4.3.2 Internal server error\r\n"

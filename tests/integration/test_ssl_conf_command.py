@@ -20,16 +20,17 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import IMPLEMENTATIONS, MAILGATE, Gateway, TlsFiles, running_gateway
 from tests.servers import nginx
 from tests.servers.auth_http import AuthServer
+from tests.support.config import mail_block
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
+from tests.support.pki import TlsFiles
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
+GATEWAY_CONFIG = mail_block(
+    servers="""\
     server {
         listen 127.0.0.1:%%PORT_imaps%% ssl;
         protocol imap;
@@ -38,8 +39,8 @@ mail {
         ssl_conf_command Certificate override.crt;
         ssl_conf_command PrivateKey override.key;
     }
-}
-"""
+""",
+)
 
 
 @dataclass(frozen=True)

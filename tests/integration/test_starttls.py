@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server { listen 127.0.0.1:%%PORT_imap%%; protocol imap; starttls on; }
     server { listen 127.0.0.1:%%PORT_pop3%%; protocol pop3; starttls on; }
     server { listen 127.0.0.1:%%PORT_smtp%%; protocol smtp; starttls on; }
-}
-"""
+""",
+)
 
 
 def test_imap_command_injected_after_starttls_is_not_executed(gateway: Gateway) -> None:

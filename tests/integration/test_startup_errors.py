@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAILGATE, TlsFiles, free_port
+from tests.support.master import MAILGATE
+from tests.support.pki import TlsFiles
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 

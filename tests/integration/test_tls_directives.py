@@ -34,29 +34,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import (
-    IMPLEMENTATIONS,
-    MAILGATE,
-    Gateway,
-    LineClient,
-    run_curl,
-    run_s_client,
-    running_gateway,
-)
 from tests.servers import nginx
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, NOGROUP_GID, reachable_dir
+from tests.support.clients import LineClient, run_curl, run_s_client
+from tests.support.config import mail_block
+from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
+from tests.support.master import MAILGATE
 
 pytestmark = pytest.mark.slow
 
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     # ssl_protocols, on the shared (ECDSA) certificate
     server { listen 127.0.0.1:%%PORT_tls12%% ssl; protocol imap; ssl_protocols TLSv1.2; }
     server { listen 127.0.0.1:%%PORT_tls13%% ssl; protocol imap; ssl_protocols TLSv1.3; }
@@ -153,8 +143,8 @@ mail {
     server { listen 127.0.0.1:%%PORT_imap_only%%; protocol imap; starttls only; }
     server { listen 127.0.0.1:%%PORT_pop3_only%%; protocol pop3; starttls only; }
     server { listen 127.0.0.1:%%PORT_smtp_only%%; protocol smtp; starttls only; }
-}
-"""
+""",
+)
 
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
 POP3_GREETING = b"+OK POP3 ready\r\n"

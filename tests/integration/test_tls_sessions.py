@@ -12,8 +12,6 @@ connection may land on the other one. Tests run on nginx and on mailgate unless 
 
 from __future__ import annotations
 
-import os
-import select
 import socket
 import ssl
 import statistics
@@ -23,19 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, wait_until
+from tests.support.clients import read_until, s_client_argv, summary
+from tests.support.config import mail_block
+from tests.support.gateway import Gateway
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_WORKERS = 1
-GATEWAY_CONFIG = """
-mail {
-    auth_http %%AUTH_HTTP%%;
-    server_name localhost;
-    ssl_certificate %%CERT%%;
-    ssl_certificate_key %%KEY%%;
-    ssl_protocols TLSv1.2 TLSv1.3;
-
+GATEWAY_CONFIG = mail_block(
+    ssl=True,
+    servers="""
     server {
         listen 127.0.0.1:%%PORT_cache%% ssl;
         protocol imap;
@@ -43,30 +39,11 @@ mail {
         ssl_session_tickets off;
     }
     server { listen 127.0.0.1:%%PORT_tickets%% ssl; protocol imap; ssl_session_tickets on; }
-}
-"""
+""",
+)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 TLS12_NO_TICKET = ("-tls1_2", "-no_ticket")
-
-
-def s_client_argv(gateway: Gateway, port: str, *options: str) -> list[str]:
-    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{gateway.port(port)}"]
-    return [*argv, "-CAfile", str(gateway.ca), "-verify_return_error", *options]
-
-
-def read_until(proc: subprocess.Popen[bytes], wanted: bytes, timeout: float = 10.0) -> bytes:
-    """Read the process's stdout until ``wanted`` appears (or EOF, or the timeout)."""
-    assert proc.stdout is not None
-    fd, data = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while wanted not in data and (left := deadline - time.monotonic()) > 0:
-        if select.select([fd], [], [], left)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 def greet_and_drop(gateway: Gateway, port: str, session: Path, *options: str) -> None:
@@ -106,11 +83,6 @@ def converse(argv: list[str]) -> str:
 def reconnect(gateway: Gateway, port: str, session: Path, *options: str) -> str:
     """Offer the saved session; s_client's summary says ``New`` or ``Reused``."""
     return converse(s_client_argv(gateway, port, "-sess_in", str(session), *options))
-
-
-def summary(output: str) -> str:
-    """s_client's ``New, TLSv1.3, Cipher is ...`` / ``Reused, ...`` line."""
-    return next(line for line in output.splitlines() if line.startswith(("New,", "Reused,")))
 
 
 # --- resumption after a connection dropped without close_notify -------------------------------

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Master, children, cmdline, wait_until
 from tests.integration.lifecycle_support import Gate, ImapSession, alive, greet, reaping
+from tests.support.master import Master
+from tests.support.processes import children, cmdline, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import Master, TlsFiles, free_port, wait_until
+from tests.support.master import Master
+from tests.support.pki import TlsFiles
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

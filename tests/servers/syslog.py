@@ -6,8 +6,8 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
-from tests.conftest import wait_until
 from tests.servers.ports import LOOPBACK
+from tests.support.processes import wait_until
 
 
 class SyslogReceiver:

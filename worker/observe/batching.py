@@ -10,8 +10,8 @@ immediate.
 Two shortcuts read prometheus_client's private attributes: :func:`_observe_all` (a
 histogram's bounds, buckets and sum) and :class:`AtOnce` (a multiprocess value's float, file
 and key). Both live here and nowhere else, each falls back to the public call when a release
-renames those parts, and ``tests/unit/worker/test_metrics_privates.py`` fails when the
-installed release no longer has them (the fallback would silently cost the time saved).
+renames those parts, and ``tests/unit/worker/observe/test_metrics_privates.py`` fails when
+the installed release no longer has them (the fallback would silently cost the time saved).
 """
 
 from __future__ import annotations

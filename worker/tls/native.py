@@ -12,7 +12,7 @@ Two kinds of access live here and nowhere else:
 * pyOpenSSL's private names (``OpenSSL._util``, ``Context._context``, ``Connection``'s
   attributes and ``_raise_ssl_error``, ``X509._x509``, ``Session._session``), fenced at the
   end of this module, each with the reason it is used. They are pyOpenSSL 23's (Debian 12);
-  ``tests/unit/tls/test_native.py`` fails when the installed pyOpenSSL changes any of them.
+  ``tests/unit/worker/tls/test_native.py`` fails when the installed pyOpenSSL changes any of them.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def keep_alive(ctx: Any, *objects: Any) -> None:
 
 # -- pyOpenSSL's privates --------------------------------------------------------------------
 # Everything below reaches into pyOpenSSL 23 beyond its public API. Each name is pinned by
-# tests/unit/tls/test_native.py against the installed pyOpenSSL.
+# tests/unit/worker/tls/test_native.py against the installed pyOpenSSL.
 
 
 def pyopenssl_binding() -> tuple[Any, Any]:

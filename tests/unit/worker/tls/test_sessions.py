@@ -11,9 +11,9 @@ from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.worker.tls import client_cert, context, verify_setup
-from tests.unit.tls.conftest import (
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import (
     Connect,
-    Pki,
     client_context,
     handshake,
     server_config,

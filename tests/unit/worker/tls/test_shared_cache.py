@@ -16,8 +16,8 @@ from mailgate.shm import zones
 from mailgate.shm.lock import Lock
 from mailgate.worker.observe import metrics
 from mailgate.worker.tls import context, native, ticket_key_zone
-from tests.unit.tls.conftest import (
-    Pki,
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import (
     client_context,
     handshake,
     pki,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.unit.tls.conftest import Connect, server_config
+from tests.unit.worker.tls.conftest import Connect, server_config
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""xtext for XCLIENT values and CRC-32C for PROXY v2 headers."""
+"""xtext for XCLIENT values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.worker.backend.xtext import xtext_decode, xtext_encode
-from mailgate.worker.proxy_protocol.crc32c import crc32c
 
 
 @pytest.mark.parametrize(
@@ -31,11 +30,3 @@ def test_xtext_round_trip_and_only_safe_bytes(raw: bytes) -> None:
     encoded = xtext_encode(raw)
     assert xtext_decode(encoded) == raw
     assert all(0x21 <= octet <= 0x7E and octet != ord("=") for octet in encoded)
-
-
-@pytest.mark.parametrize(
-    ("data", "crc"),
-    [(b"", 0), (b"123456789", 0xE3069283), (bytes(32), 0x8A9136AA), (b"\xff" * 32, 0x62A8AB43)],
-)
-def test_crc32c_known_vectors(data: bytes, crc: int) -> None:
-    assert crc32c(data) == crc

@@ -9,9 +9,9 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.worker.tls import context, native, ticket_key_files
-from tests.unit.tls.conftest import (
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import (
     Connect,
-    Pki,
     client_context,
     handshake,
     server_config,

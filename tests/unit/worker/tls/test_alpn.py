@@ -7,7 +7,8 @@ from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.worker.tls import context
-from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import Connect, client_context, handshake, server_config
 
 
 def test_alpn_selects_the_protocol_name(pki: Pki) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from mailgate.config import model
 from mailgate.worker.tls import client_cert, context
-from tests.unit.tls.conftest import Connect, Pki, handshake, server_config
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import Connect, handshake, server_config
 
 Reply = client_cert.VerifyReply
 

@@ -11,7 +11,8 @@ from OpenSSL import SSL, crypto
 
 from mailgate.config import model
 from mailgate.worker.tls import context
-from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import Connect, client_context, handshake, server_config
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from OpenSSL import SSL, crypto
 
 from mailgate.worker.io import stream
 from mailgate.worker.tls import context, native
-from tests.unit.tls.conftest import Pki, handshake, server_config
+from tests.support.pki import Pki
+from tests.unit.worker.tls.conftest import handshake, server_config
 
 STREAM_SOURCE = Path(inspect.getfile(stream)).read_text()
 
