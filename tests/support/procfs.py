@@ -26,3 +26,19 @@ def cpu_seconds(pid: int) -> float:
 def open_fds(pid: int) -> int:
     """How many file descriptors the process has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def udp_sockets(pid: int) -> int:
+    """How many UDP sockets (IPv4 or IPv6) the process has open."""
+    inodes: set[str] = set()
+    for table in ("udp", "udp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        inodes.update(line.split()[9] for line in lines)
+    fds = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:  # closed since it was listed
+            continue
+    return sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
