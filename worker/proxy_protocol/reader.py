@@ -14,18 +14,24 @@ from dataclasses import dataclass
 
 from mailgate.config.model import IPNetwork
 from mailgate.worker.proxy_protocol import codec
-from mailgate.worker.sansio import NEED_DATA, NeedData
+from mailgate.worker.sansio import NEED_DATA, NeedData, log_text
+
+# A proxy sends its header with the connection: a client still sending one after this long is
+# not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
+HEADER_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class PeerGone:
-    """The client closed the connection or its socket failed before the header ended;
-    ``log_message`` is the info line nginx writes for it."""
+class Failed:
+    """No header: it was ``broken`` (nginx refuses it; ``log_message`` at error level, None
+    where nginx logs nothing), or the client left or its socket failed first (``log_message``
+    at info level)."""
 
-    log_message: str
+    log_message: str | None
+    broken: bool
 
 
-ReadResult = NeedData | PeerGone | codec.BrokenHeader | codec.ProxyHeader
+ReadResult = NeedData | Failed | codec.ProxyHeader
 
 
 class HeaderReader:
@@ -50,9 +56,9 @@ class HeaderReader:
         except BlockingIOError:
             return NEED_DATA
         except OSError as err:
-            return PeerGone(f"recv() failed ({err.errno}: {err.strerror})")
+            return Failed(f"recv() failed ({err.errno}: {err.strerror})", broken=False)
         if not data:
-            return PeerGone("client closed connection")
+            return Failed("client closed connection", broken=False)
         result = codec.parse_proxy_header(bytes(self._seen) + data)
         if result is NEED_DATA:
             # Bounded: the parser refuses a v1 line past 107 bytes and a v2 header past
@@ -60,9 +66,10 @@ class HeaderReader:
             self.sock.recv(len(data))
             self._seen += data
             return NEED_DATA
-        if isinstance(result, codec.ProxyHeader):
-            self.sock.recv(result.length - len(self._seen))  # exactly the rest of the header
-            self._seen = bytearray()
+        if isinstance(result, codec.BrokenHeader):
+            return Failed(result.log_message, broken=True)
+        self.sock.recv(result.length - len(self._seen))  # exactly the rest of the header
+        self._seen = bytearray()
         return result
 
 
@@ -92,3 +99,19 @@ def real_address(info: codec.ProxyInfo) -> tuple[str, int] | None:
     except ValueError:
         return None
     return info.src_addr, info.src_port
+
+
+def client_address(
+    info: codec.ProxyInfo | None,
+    peer: tuple[str, int],
+    set_real_ip_from: Collection[IPNetwork | str],
+) -> tuple[tuple[str, int], str | None]:
+    """The client's address after a header from ``peer``: the header's source if the peer is
+    trusted and the source an IP address, else the peer's own. Second: the info line nginx
+    logs when it ignores a source."""
+    if info is None or not trusted(peer[0], set_real_ip_from):
+        return peer, None
+    real = real_address(info)
+    if real is None:
+        return peer, f'PROXY protocol source "{log_text(info.src_addr.encode())}" ignored'
+    return real, None

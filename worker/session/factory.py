@@ -7,37 +7,23 @@ the access logs, the listeners' metric children and the resolvers.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from OpenSSL import SSL
 
 from mailgate.config import model
 from mailgate.worker.io.loop import Loop
+from mailgate.worker.io.stream import socket_family
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.observe.access_log import AccessLogs
 from mailgate.worker.resolver.client import Resolver
+from mailgate.worker.session.greeting import ClientNames
+from mailgate.worker.session.log import SessionLog
 from mailgate.worker.session.session import Session
 
 INFO_LEVEL = 7  # nginx's (and master.log.Level's) number for info
-
-
-class SessionLog(Protocol):
-    """The error log as a session uses it."""
-
-    def error(self, message: str) -> None: ...
-    def info(self, message: str) -> None: ...
-
-
-class ClientNames(Protocol):
-    """The SMTP client-name lookup (``resolver``); ``on_done(host, log_line or None)``."""
-
-    def client_host(
-        self,
-        address: str,
-        on_done: Callable[[str, str | None], None],
-        timeout: float | None = None,
-    ) -> Callable[[], None]: ...
+POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
 
 
 def contexts_by_server(
@@ -96,7 +82,17 @@ class SessionFactory:
         loop: Loop,
     ) -> None:
         self._numbers += 1
-        Session(self, self._numbers, sock, peer, listen=listen, server=server, loop=loop)
+        client = _client(sock, peer)
+        Session(self, self._numbers, sock, client, listen=listen, server=server, loop=loop)
+
+    def client_buffer(self, server: model.ServerConfig) -> int:
+        """How many bytes of the client's a session holds: its command buffer."""
+        sizes = {
+            model.Protocol.IMAP: server.imap_client_buffer,
+            model.Protocol.POP3: POP3_CLIENT_BUFFER,
+            model.Protocol.SMTP: server.smtp_client_buffer,
+        }
+        return sizes[server.protocol]
 
     def log_for(self, server: model.ServerConfig) -> tuple[SessionLog, bool]:
         """The error log of ``server``'s sessions, and whether it takes info lines."""
@@ -139,3 +135,10 @@ def _takes_info(log: SessionLog) -> bool:
     # A log without ``enabled`` (a test double) takes everything.
     enabled = getattr(log, "enabled", None)
     return enabled is None or bool(enabled(INFO_LEVEL))
+
+
+def _client(sock: socket.socket, peer: Any) -> tuple[str, int]:
+    """``(host, port)`` from the address ``accept()`` returned; ``("unix:", 0)`` for UNIX."""
+    if socket_family(sock) == socket.AF_UNIX:
+        return "unix:", 0
+    return peer[0], peer[1]

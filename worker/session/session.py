@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mailgate.config import model
 from mailgate.worker.auth_http.request import UNAVAILABLE
 from mailgate.worker.backend import login
 from mailgate.worker.io.loop import Loop, Timer
 from mailgate.worker.io.relay import Relay
-from mailgate.worker.io.stream import Stream, socket_family
+from mailgate.worker.io.stream import Stream
 from mailgate.worker.observe.access_log import CloseReason
 from mailgate.worker.protocols import (
     MACHINES,
@@ -42,33 +41,15 @@ from mailgate.worker.protocols import (
 from mailgate.worker.proxy_protocol import codec, reader
 from mailgate.worker.sansio import log_text
 from mailgate.worker.session.accounting import Accounting
+from mailgate.worker.session.greeting import BeforeGreeting
+from mailgate.worker.session.log import ContextLog
 from mailgate.worker.session.upstream import UpstreamLogin
 from mailgate.worker.tls import client_cert
 
 if TYPE_CHECKING:  # the factory makes sessions: only a type here, not an import cycle
     from mailgate.worker.session.factory import SessionFactory
 
-# A proxy sends its header with the connection: a client still sending one after this long is
-# not a proxy that nginx's ``timeout`` (60 s by default) should wait for.
-PROXY_HEADER_TIMEOUT = 5.0
-POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
 FINAL_LINE_GRACE = 5.0  # seconds a closing session may spend writing its last line
-
-
-def _client_buffer(server: model.ServerConfig) -> int:
-    sizes = {
-        model.Protocol.IMAP: server.imap_client_buffer,
-        model.Protocol.POP3: POP3_CLIENT_BUFFER,
-        model.Protocol.SMTP: server.smtp_client_buffer,
-    }
-    return sizes[server.protocol]
-
-
-def _peer(sock: socket.socket, peer: Any) -> tuple[str, int]:
-    """``(host, port)`` from the address ``accept()`` returned; ``("unix:", 0)`` for UNIX."""
-    if socket_family(sock) == socket.AF_UNIX:
-        return "unix:", 0
-    return peer[0], peer[1]
 
 
 class Session:
@@ -79,17 +60,17 @@ class Session:
         factory: SessionFactory,
         number: int,
         sock: socket.socket,
-        peer: Any,
+        client: tuple[str, int],
         *,
         listen: model.Listen,
         server: model.ServerConfig,
         loop: Loop,
     ) -> None:
         self.factory = factory
-        self.log, self._info_enabled = factory.log_for(server)
-        self.number = number
+        log, info_enabled = factory.log_for(server)
+        self._log = ContextLog(log, info_enabled, number, self)
         self.sock, self.listen, self.server, self.loop = sock, listen, server, loop
-        self.client_addr, self.client_port = _peer(sock, peer)
+        self.client_addr, self.client_port = client
         self.proxy: codec.ProxyInfo | None = None
         self.client_host = UNAVAILABLE
         self.login: bytes | None = None
@@ -101,56 +82,39 @@ class Session:
         self.stream: Stream | None = None
         self.relay: Relay | None = None
         self.inbox = bytearray()
-        self._cancel_lookup: Callable[[], None] | None = None
+        self._client_buffer = factory.client_buffer(server)  # what the inbox may hold
         self._timer: Timer | None = None
         self._deadline = 0.0
         self._header: reader.HeaderReader | None = None  # reading a PROXY header
         self._blocked = False  # replies to the client are unsent: commands wait (back-pressure)
         self._client_eof = False
         self.accounting = Accounting(
-            factory.listener_metrics(listen, server),
-            (self.client_addr, self.client_port),
-            listen,
-            server,
+            factory.listener_metrics(listen, server), client, listen, server
         )
+        self._greeting = BeforeGreeting(self)
         self.upstream_login = UpstreamLogin(self)
         self.machine = MACHINES[server.protocol](server, tls=listen.ssl)
         loop.track(self)
-        if self._info_enabled:
-            self.log.info(
-                f"*{number} client {self.client_addr}:{self.client_port} connected to {listen.text}"
-            )
+        if info_enabled:
+            log.info(f"*{number} client {client[0]}:{client[1]} connected to {listen.text}")
         if listen.proxy_protocol:
-            self.arm_timeout(min(server.timeout, PROXY_HEADER_TIMEOUT))
+            self.arm_timeout(min(server.timeout, reader.HEADER_TIMEOUT))
             self._header = reader.HeaderReader(sock)
             self.loop.selector.register(self.sock, 1, self._proxy_header_ready)
         else:
             self.arm_timeout(server.timeout)
             self._start_stream()
 
-    # -- logging ----------------------------------------------------------------------------
-
-    def _context(self) -> str:
-        """nginx's mail log context: what we were doing and with whom."""
-        # nginx leaves the action out of the two lines a session logs between phases.
-        text = f" while {self.action}" if self.action else ""
-        text += f", client: {self.client_addr}"
-        if self.machine.tls and not self.listen.ssl:
-            text += " using starttls"
-        text += f", server: {self.listen.text}"
-        if self.login is not None:
-            text += f', login: "{log_text(self.login)}"'
-        if self.upstream is not None:
-            text += f", upstream: {self.upstream}"
-        return text
+    @property
+    def starttls(self) -> bool:
+        """TLS was started by STARTTLS (the log context says "using starttls")."""
+        return self.machine.tls and not self.listen.ssl
 
     def info(self, message: str) -> None:
-        if not self._info_enabled:
-            return  # hot path: the context string is the costly part, and nobody reads it
-        self.log.info(f"*{self.number} {message}{self._context()}")
+        self._log.info(message)
 
     def error(self, message: str) -> None:
-        self.log.error(f"*{self.number} {message}{self._context()}")
+        self._log.error(message)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -191,26 +155,19 @@ class Session:
         result = self._header.read()
         if result is NEED_DATA:
             return
-        if isinstance(result, reader.PeerGone):
-            self.info(result.log_message)
-            self._close_because(CloseReason.CLIENT_CLOSED)
-            return
-        if isinstance(result, codec.BrokenHeader):
+        if isinstance(result, reader.Failed):
             if result.log_message:
-                self.error(result.log_message)
-            self._close_because(CloseReason.PROXY_PROTOCOL)
+                (self.error if result.broken else self.info)(result.log_message)
+            broken = result.broken
+            self._close_because(CloseReason.PROXY_PROTOCOL if broken else CloseReason.CLIENT_CLOSED)
             return
         self._stop_header()
         self.proxy = result.info
-        if result.info is not None and reader.trusted(
-            self.client_addr, self.server.set_real_ip_from
-        ):
-            real = reader.real_address(result.info)
-            if real is None:
-                shown = log_text(result.info.src_addr.encode())
-                self.info(f'PROXY protocol source "{shown}" ignored')
-            else:
-                self.client_addr, self.client_port = real
+        peer = (self.client_addr, self.client_port)
+        address, note = reader.client_address(result.info, peer, self.server.set_real_ip_from)
+        if note:
+            self.info(note)
+        self.client_addr, self.client_port = address
         self.arm_timeout(self.server.timeout)
         self._start_stream()
 
@@ -229,7 +186,7 @@ class Session:
             self.action = "SSL handshaking"
             self._start_tls(self.stream)
         else:
-            self._before_greeting()
+            self._greeting.start(self.factory.resolver)
 
     def data_received(self, data: bytes) -> None:
         if self.upstream_login.credentials is not None and self.relay is None:
@@ -237,7 +194,7 @@ class Session:
             # one that leaves ends the session; what it sends is held (up to its command
             # buffer) for the backend or the next attempt, and reading stops when that is full.
             self.inbox += data
-            if len(self.inbox) >= _client_buffer(self.server):
+            if len(self.inbox) >= self._client_buffer:
                 self._set_reading(False)
             return
         if self.machine.phase is Phase.GREETING:
@@ -245,7 +202,7 @@ class Session:
             shown = log_text(data[:128].replace(b"\r", b"_").replace(b"\n", b"_"))
             self.info(f'client was rejected before greeting: "{shown}"')
         self.inbox += data
-        self._pump()
+        self.pump()
 
     def eof_received(self) -> None:
         self._client_eof = True
@@ -254,7 +211,7 @@ class Session:
             self.info("client prematurely closed connection")
             self._close_because(CloseReason.CLIENT_CLOSED)
             return
-        self._pump()
+        self.pump()
 
     def connection_lost(self, reason: str) -> None:
         self.info(reason)
@@ -279,60 +236,27 @@ class Session:
         if self.machine.phase is Phase.STARTTLS:
             self.machine.tls_started()
             self.action = "in auth state"
-            self._pump()
+            self.pump()
             return
-        self._before_greeting()
+        self._greeting.start(self.factory.resolver)
 
     def write_drained(self) -> None:
         if self._blocked:
             self._blocked = False
-            self._pump()
+            self.pump()
 
-    # -- before the greeting: SMTP client name, greeting delay ------------------------------
-
-    def _before_greeting(self) -> None:
-        resolver = None
-        if self.server.protocol is model.Protocol.SMTP:
-            resolver = self.factory.resolver(self.server, self.loop)
-        if resolver is None or self.client_addr == "unix:":
-            self._after_lookup()
-            return
-        assert self.stream is not None
-        self.stream.pause_reading()
-        self.action = "in resolving"
-        self._cancel_lookup = resolver.client_host(
-            self.client_addr, self._looked_up, self.server.resolver_timeout
-        )
-
-    def _looked_up(self, host: str, log_line: str | None) -> None:
-        self._cancel_lookup = None
-        self.client_host = host
-        if log_line:
-            self.error(log_line)
-        self._after_lookup()
-
-    def _after_lookup(self) -> None:
-        assert self.stream is not None
-        self.action = "in auth state"
-        delay = self.server.smtp_greeting_delay
-        if self.server.protocol is model.Protocol.SMTP and delay > 0:
-            # The client may talk meanwhile; the machine answers an early talker with 503.
-            self.stream.resume_reading()
-            self.loop.call_later(delay, self._greet)
-            return
-        self._greet()
-
-    def _greet(self) -> None:
+    def greet(self) -> None:
+        """Send the greeting (after ``greeting``'s lookup and delay) and read commands."""
         if self.closed or self.machine.phase is not Phase.GREETING:
             return
         assert self.stream is not None
         self.stream.write(self.machine.greeting())
         self.stream.resume_reading()
-        self._pump()
+        self.pump()
 
     # -- commands -----------------------------------------------------------------------------
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Feed the machine and act on its events until it needs the client or pauses."""
         stream = self.stream
         while not self.closed and stream is not None:
@@ -372,9 +296,7 @@ class Session:
                 if refusal is not None:
                     stream.write(refusal)
                     continue
-                self._set_reading(len(self.inbox) < _client_buffer(self.server))
-                self.login = event.credentials.user
-                self.accounting.record.login = event.credentials.user
+                self._set_reading(len(self.inbox) < self._client_buffer)
                 self._disarm_timeout()
                 self.upstream_login.start(event.credentials)
                 return
@@ -382,7 +304,7 @@ class Session:
                 self.accounting.because(
                     CloseReason.CLIENT_CLOSED if self._client_eof else CloseReason.QUIT
                 )
-                self._finish_with_flush()
+                self.send_and_close()
                 return
 
     def _set_reading(self, on: bool) -> None:
@@ -399,32 +321,19 @@ class Session:
         self.accounting.tls_started()
         stream.start_tls(ctx)
 
-    def _finish_with_flush(self) -> None:
+    def send_and_close(self, line: bytes = b"") -> None:
+        """Write a final line (if any) to the client and close once it is sent."""
         if self.stream is not None:
+            if line:
+                self.stream.write(line)
             self.stream.close_after_flush()
         self.close()
-
-    def send_and_close(self, line: bytes) -> None:
-        """Write a final line to the client and close once it is sent."""
-        if self.stream is not None:
-            self.stream.write(line)
-        self._finish_with_flush()
 
     def _close_because(self, reason: CloseReason) -> None:
         self.accounting.because(reason)
         self.close()
 
-    # -- after the auth step and the backend login (called by ``upstream``) -------------------
-
-    def answer_refusal(self, message: bytes | None, error_code: bytes | None) -> None:
-        """The login was refused and the client may try again: back to commands."""
-        if self.closed or self.stream is None:
-            return
-        self.action = "in auth state"
-        self.login = None
-        self.stream.write(self.machine.login_failed(message, error_code))
-        self.arm_timeout(self.server.timeout)
-        self._pump()
+    # -- after the backend login (called by ``upstream``) -------------------------------------
 
     def logged_in(self, done: login.Done, backend: Stream) -> None:
         """The backend accepted the login: answer the client, then relay."""
@@ -443,7 +352,7 @@ class Session:
             client,
             backend,
             to_client_limit=self.server.proxy_buffer,
-            to_backend_limit=_client_buffer(self.server),
+            to_backend_limit=self._client_buffer,
             idle_timeout=self.server.proxy_timeout,
             on_done=self._relay_done,
         )
@@ -466,9 +375,7 @@ class Session:
         self.closed = True
         self.accounting.because(CloseReason.SHUTDOWN)  # nothing said why: closed from outside
         self._disarm_timeout()
-        if self._cancel_lookup is not None:
-            self._cancel_lookup()
-            self._cancel_lookup = None
+        self._greeting.cancel()
         if self.relay is not None and not self.relay.done:
             self.relay.finish("shutdown")
         self._stop_header()
@@ -484,10 +391,6 @@ class Session:
                 self.stream.close()
         self.loop.untrack(self)
         relayed = self.upstream_login.backend if self.relay is not None else None
-        self.accounting.closed(
-            self.factory.access_logs,
-            (self.client_addr, self.client_port),
-            self.upstream,
-            self.stream,
-            relayed,
-        )
+        client = (self.client_addr, self.client_port)
+        logs = self.factory.access_logs
+        self.accounting.closed(logs, client, self.upstream, self.stream, relayed)

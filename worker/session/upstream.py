@@ -3,8 +3,8 @@
 Auth step: ``auth_http`` is asked (``Auth-Status: WAIT`` asks again later) or ``proxy_pass``
 names the backend outright. Backend step: connect, send the PROXY header if configured, and
 drive the protocol's backend-login machine until the backend accepts or refuses. The session
-only hears the end of it: :meth:`Conductor.logged_in`, :meth:`Conductor.answer_refusal`, or a
-final line and a close.
+only hears the end of it: :meth:`Conductor.logged_in`, a refusal the client may retry after
+(then :meth:`Conductor.pump`), or a final line and a close.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mailgate.worker.auth_http.response import AuthWait, Fail, Invalid, Ok
 from mailgate.worker.backend import login
 from mailgate.worker.backend.login import Done
 from mailgate.worker.io.connect import Connector, describe
-from mailgate.worker.io.loop import Loop, Timer
+from mailgate.worker.io.loop import Timer
 from mailgate.worker.io.stream import Stream, socket_family
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.observe.access_log import CloseReason
@@ -28,6 +28,7 @@ from mailgate.worker.protocols import NEED_DATA, Credentials
 from mailgate.worker.protocols.base import MailMachine
 from mailgate.worker.proxy_protocol import codec
 from mailgate.worker.session.accounting import Accounting
+from mailgate.worker.session.greeting import Host
 from mailgate.worker.tls import client_cert
 
 # The refusal of a login whose user name or password holds CR, LF or NUL: the text an auth
@@ -41,21 +42,14 @@ MAX_AUTH_WAITS = 10
 BACKEND_REFUSED = "upstream sent invalid response"
 
 
-class Conductor(Protocol):
-    """What the login steps need of their session."""
+class Conductor(Host, Protocol):
+    """What the login steps need of their session: what the greeting needs, and more."""
 
     login: bytes | None  # the user name in log lines
     upstream: str | None  # the backend in log lines
-    action: str | None
 
     @property
-    def loop(self) -> Loop: ...
-    @property
-    def server(self) -> model.ServerConfig: ...
-    @property
     def sock(self) -> socket.socket: ...
-    @property
-    def stream(self) -> Stream | None: ...
     @property
     def machine(self) -> MailMachine[Any]: ...
     @property
@@ -63,21 +57,15 @@ class Conductor(Protocol):
     @property
     def closed(self) -> bool: ...
     @property
-    def client_addr(self) -> str: ...
-    @property
     def client_port(self) -> int: ...
-    @property
-    def client_host(self) -> str: ...
     @property
     def proxy(self) -> codec.ProxyInfo | None: ...
 
     def info(self, message: str) -> None: ...
-    def error(self, message: str) -> None: ...
     def arm_timeout(self, seconds: float) -> None: ...
     def send_and_close(self, line: bytes) -> None: ...
-    def answer_refusal(self, message: bytes | None, error_code: bytes | None) -> None: ...
+    def pump(self) -> None: ...
     def logged_in(self, done: Done, backend: Stream) -> None: ...
-    def close(self) -> None: ...
 
 
 def unsafe_for_lines(*values: bytes) -> bool:
@@ -129,6 +117,8 @@ class UpstreamLogin:
     def start(self, credentials: Credentials) -> None:
         """The auth step: ``proxy_pass`` names the backend, else the auth server is asked."""
         self.credentials = credentials
+        self.session.login = credentials.user
+        self.session.accounting.record.login = credentials.user
         target = self.session.server.proxy_pass
         if target is not None:
             self._auth_done(
@@ -236,11 +226,17 @@ class UpstreamLogin:
         session.loop.call_later(fail.wait, lambda: self._answer_refusal(fail))
 
     def _answer_refusal(self, fail: Fail) -> None:
-        if self.session.closed:
+        """The refusal after Auth-Wait: the client is back in its command state."""
+        session = self.session
+        if session.closed or session.stream is None:
             return
+        session.action = "in auth state"
+        session.login = None
         self.credentials = None
         self._auth_waits = 0
-        self.session.answer_refusal(fail.message, fail.error_code)
+        session.stream.write(session.machine.login_failed(fail.message, fail.error_code))
+        session.arm_timeout(session.server.timeout)
+        session.pump()
 
     def _counted(self, outcome: str) -> None:
         if self.credentials is not None:
