@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 import sys
 
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 
 # The nginx modules whose directives mailgate understands (the config layer's tables).
 MODULES = (
@@ -33,7 +33,7 @@ def version_text() -> str:
 
 def build_text() -> str:
     """The ``-V`` lines after the version: Python, OpenSSL, the libssl check, modules."""
-    report = libssl.report()
+    report = native.report()
     check = "passed" if report.same_library else f"failed: {report.problem}"
     return (
         f"built with Python {platform.python_version()} ({sys.executable})\n"

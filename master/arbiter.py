@@ -12,9 +12,10 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from mailgate.config import model
 from mailgate.master import environment, files, generation, signals, upgrade
@@ -35,6 +36,9 @@ from mailgate.worker.process import (
     WorkerBootError,
 )
 
+if TYPE_CHECKING:  # annotations only: cli builds the contexts after the libssl check
+    from mailgate.worker.tls.context import Contexts
+
 FAST_STOP_FIRST_DELAY = 0.05  # nginx re-sends TERM after 50 ms, doubling ...
 FAST_STOP_KILL_AFTER = 1.0  # ... and sends SIGKILL once the delay passes 1 s
 # A worker that exits by itself (not on a signal) sooner than this after its fork failed to
@@ -50,7 +54,7 @@ class ReloadError(Exception):
 
 
 # Builds the next generation (parse, validate, TLS contexts) or raises ReloadError.
-Reloader = Callable[[], tuple[model.Config, Mapping[int, object]]]
+Reloader = Callable[[], tuple[model.Config, "Contexts"]]
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from mailgate.config import model
 from mailgate.master import about, daemon, generation, listeners, proctitle, upgrade, zones
@@ -22,10 +22,13 @@ from mailgate.master.metrics import events as metric_events
 from mailgate.master.pidfile import PidFile
 from mailgate.worker.process import Worker
 
+if TYPE_CHECKING:  # annotations only: the contexts are built in cli.Paths.build()
+    from mailgate.worker.tls.context import Contexts
+
 
 def start(
     config: model.Config,
-    contexts: Mapping[int, object],
+    contexts: Contexts,
     *,
     reload: Reloader,
     early: ErrorLog,

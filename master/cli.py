@@ -10,18 +10,22 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailgate.config import loader, model
 from mailgate.config.errors import ConfigError
 from mailgate.master import about, files, options, pidfile, signals
 from mailgate.master.log import STDERR, ErrorLog, Level, LogOpenError, console_line, os_error
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
+
+if TYPE_CHECKING:  # imported at run time only after native.check(), in Paths.build()
+    from mailgate.worker.tls.context import Contexts
 
 # A parsed configuration and its TLS contexts (per index into config.servers): what a
 # generation is built from, before generation.prepare() binds its listeners and makes it a
 # master.generation.Generation.
-BuiltConfig = tuple[model.Config, dict[int, object]]
+BuiltConfig = tuple[model.Config, "Contexts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +51,17 @@ class Paths:
         libssl, build TLS contexts; raises on the first error."""
         config = config or self.parse()
         files.check(config)
-        libssl.check()
+        native.check()
         # Imported only now: with a foreign pyOpenSSL/cryptography these modules may not even
         # import, and the admin must see the check's message rather than a traceback.
         from mailgate.master import zones
-        from mailgate.worker.tls import contexts
+        from mailgate.worker.tls import context
 
         zones.prepare(config)  # shared session zones, before the contexts that use them
-        return config, dict(contexts.build_contexts(config))
+        return config, context.build_contexts(config)
 
 
-_BUILD_ERRORS = (ConfigError, files.FileCheckError, libssl.LibsslMismatch, TLSConfigError)
+_BUILD_ERRORS = (ConfigError, files.FileCheckError, native.LibsslMismatch, TLSConfigError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

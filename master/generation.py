@@ -13,13 +13,17 @@ inherit. Whatever must exist in the master before ``fork()`` belongs in :func:`p
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailgate.config import model
 from mailgate.master import listeners as listeners_mod
 from mailgate.master.log import ErrorLog, LogOpenError, ServerLogs
 from mailgate.worker.process import Listening
+
+if TYPE_CHECKING:  # annotations only: the contexts are built in cli.Paths.build()
+    from mailgate.worker.tls.context import Contexts
 
 
 class PrepareError(Exception):
@@ -32,14 +36,14 @@ class Generation:
 
     number: int
     config: model.Config
-    contexts: Mapping[int, object]  # TLS context per index into config.servers
+    contexts: Contexts
     listeners: list[Listening]
     server_logs: ServerLogs = field(default_factory=ServerLogs)  # servers' own error_log
 
 
 def prepare(
     config: model.Config,
-    contexts: Mapping[int, object],
+    contexts: Contexts,
     log: ErrorLog,
     *,
     previous: Generation | None = None,

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import setproctitle
 
@@ -34,6 +34,9 @@ from mailgate.worker.io.stream import socket_family
 from mailgate.worker.observe import batching
 from mailgate.worker.observe import metrics as worker_metrics
 from mailgate.worker.session.factory import SessionFactory
+
+if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
+    from mailgate.worker.tls.context import Contexts
 
 BOOT_ERROR = 3  # exit code telling the master not to respawn (gunicorn's WORKER_BOOT_ERROR)
 # Accepts per readiness event with ``multi_accept on``, so one busy listener cannot starve the
@@ -176,7 +179,7 @@ class Worker:
         config: model.Config,
         listeners: Sequence[Listening],
         log: Log,
-        contexts: Mapping[int, object] | None = None,
+        contexts: Contexts | None = None,
         handler: ConnectionHandler | None = None,
         *,
         server_logs: Mapping[int, ServerLog] | None = None,
@@ -188,7 +191,11 @@ class Worker:
         self.config = config
         self.listeners = list(listeners)
         self.log = log
-        self.contexts = dict(contexts or {})  # TLS context per index into config.servers
+        if contexts is None:  # no TLS (tests of the process alone); imported late, see above
+            from mailgate.worker.tls.context import Contexts
+
+            contexts = Contexts(config.servers, {})
+        self.contexts = contexts
         self.server_logs = dict(server_logs or {})
         # A listener's own messages (accept() failures, worker_connections) go to its
         # server's log, as nginx's listening socket logs through the server's error_log.

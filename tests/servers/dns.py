@@ -6,6 +6,9 @@ documentation ranges' reverse zones) is NXDOMAIN, and a name elsewhere (say 198.
 is REFUSED, which is handy for a server-failure case.
 ``--log-queries`` writes every query it receives to a log, which ``DnsInfo.queries()`` reads,
 so a test can tell a cache hit (no query) from a lookup.
+
+``CraftedDns`` is the other kind: loopback UDP servers that answer with bytes a test crafts,
+for the answers no real server gives (a DNAME alone, a zero-length record, a wrong ID...).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import contextlib
 import ipaddress
 import os
 import pwd
+import select
 import socket
+import struct
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,3 +140,112 @@ def _wait_until_answering(port: int, proc: subprocess.Popen[bytes], tmpdir: Path
                     return
             time.sleep(0.05)
     raise TimeoutError(f"dnsmasq on port {port} did not answer in {START_TIMEOUT}s")
+
+
+# --- A responder that crafts every byte of its replies ---------------------------------------
+
+# DNS types and classes by number, as the crafted records need them.
+TYPE_A, TYPE_CNAME, TYPE_PTR, TYPE_TXT, TYPE_AAAA, TYPE_DNAME = 1, 5, 12, 16, 28, 39
+CLASS_IN, CLASS_CH = 1, 3
+TO_QUESTION = b"\xc0\x0c"  # a compression pointer to the question's name
+FLAGS_QR_RD_RA = 0x8180
+FLAG_TC = 0x0200
+FLAG_AD = 0x0020
+
+
+def wire_name(text: str) -> bytes:
+    """``mail.test`` as uncompressed labels."""
+    labels = [label.encode() for label in text.rstrip(".").split(".") if label]
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+
+
+def record(
+    owner: bytes, rtype: int, rdata: bytes, *, ttl: int = 60, rclass: int = CLASS_IN
+) -> bytes:
+    """One resource record; ``owner`` is wire bytes (``wire_name(...)`` or ``TO_QUESTION``)."""
+    return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+
+
+@dataclass(frozen=True)
+class DnsQuery:
+    """A query as received: its ID, question (lower-case name, type) and raw question bytes."""
+
+    ident: int
+    name: str
+    rtype: int
+    question: bytes
+
+    @classmethod
+    def parse(cls, wire: bytes) -> DnsQuery:
+        end = 12
+        labels = []
+        while wire[end]:
+            labels.append(wire[end + 1 : end + 1 + wire[end]].decode("latin-1"))
+            end += 1 + wire[end]
+        (rtype,) = struct.unpack("!H", wire[end + 1 : end + 3])
+        return cls(
+            int.from_bytes(wire[:2], "big"), ".".join(labels).lower(), rtype, wire[12 : end + 5]
+        )
+
+    def reply(
+        self, *records: bytes, rcode: int = 0, flags: int = FLAGS_QR_RD_RA, ident: int | None = None
+    ) -> bytes:
+        """The reply carrying ``records`` in its answer section, nothing else."""
+        header = struct.pack(
+            "!HHHHHH",
+            self.ident if ident is None else ident,
+            flags | rcode,
+            1,
+            len(records),
+            0,
+            0,
+        )
+        return header + self.question + b"".join(records)
+
+
+# What a crafted server sends for one query: datagrams, each after a delay in seconds.
+Replies = list[tuple[float, bytes]]
+Script = Callable[[DnsQuery], Replies]
+
+
+class CraftedDns:
+    """UDP servers on loopback, one per script, answering from one thread.
+
+    For the answers a real server would never give (a DNAME alone, a zero-length record, a
+    wrong ID...), so a test can show what the gateway makes of each.
+    """
+
+    def __init__(self) -> None:
+        self._scripts: dict[socket.socket, Script] = {}
+        self._pending: list[tuple[float, socket.socket, bytes, tuple[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def add(self, script: Script) -> str:
+        """A new server answering with ``script``; its address as ``resolver`` takes it."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOOPBACK, 0))
+        self._scripts[sock] = script
+        return f"{LOOPBACK}:{sock.getsockname()[1]}"
+
+    def __enter__(self) -> CraftedDns:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self._scripts:
+            sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for item in [p for p in self._pending if p[0] <= now]:
+                self._pending.remove(item)
+                item[1].sendto(item[2], item[3])
+            readable, _, _ = select.select(list(self._scripts), [], [], 0.01)
+            for sock in readable:
+                wire, peer = sock.recvfrom(4096)
+                for delay, datagram in self._scripts[sock](DnsQuery.parse(wire)):
+                    self._pending.append((time.monotonic() + delay, sock, datagram, peer))

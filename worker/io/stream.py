@@ -18,19 +18,22 @@ from errno import errorcode
 from typing import Any, NoReturn, Protocol
 
 from OpenSSL import SSL
-from OpenSSL._util import ffi as _ffi
-from OpenSSL._util import lib as _lib
 
 from mailgate.worker.io.loop import Loop
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 
 READ_CHUNK = 16384
+
+# pyOpenSSL's own binding and its SSL_CTX accessor (privates, fenced in tls/native.py), looked
+# up once here: the calls below stay one attribute lookup away, as with a direct import.
+_ffi, _lib = native.pyopenssl_binding()
+_context_cdata = native.context_cdata
 
 # Hot path: the TLS steps call OpenSSL through pyOpenSSL's own binding (the same functions
 # pyOpenSSL's methods call) and look at SSL_get_error() before raising anything. pyOpenSSL
 # raises WantReadError for every handshake step and empty read, and allocates a fresh
 # 16 KiB buffer for every recv(); those were a measurable share of a connection's Python time.
-# Errors still go through pyOpenSSL (``_raise_ssl_error``), so they read as before; only a
+# Errors still go through pyOpenSSL (``native.raise_ssl_error``), so they read as before; only a
 # read's reset is raised here, with pyOpenSSL's own SysCallError and wording.
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 _WANT_WRITE = _lib.SSL_ERROR_WANT_WRITE
@@ -138,7 +141,7 @@ class Stream:
         (certificates, ALPN); None on plain TCP. The per-connection path never needs it."""
         if self._conn is None and self._ssl is not None:
             assert self._ctx is not None
-            self._conn = _connection(self._ssl, self._ctx, self.sock)
+            self._conn = native.connection(self._ssl, self._ctx, self.sock)
         return self._conn
 
     @property
@@ -183,7 +186,7 @@ class Stream:
         # The SSL * is made here rather than by pyOpenSSL's Connection, whose constructor
         # (mode, weak reverse mapping, fd lookup) was a visible share of a resumption's
         # Python time; ``tls`` builds that object later for the few callers that want it.
-        ssl = _lib.SSL_new(ctx._context)
+        ssl = _lib.SSL_new(_context_cdata(ctx))
         if ssl == _ffi.NULL:
             raise MemoryError("SSL_new() failed")
         self._ssl = _ffi.gc(ssl, _lib.SSL_free)
@@ -346,7 +349,7 @@ class Stream:
     def _tls_buffered(self) -> bool:
         """OpenSSL holds bytes the socket will not report again: decrypted plaintext, or
         records read ahead but not yet processed."""
-        return libssl.has_pending()(self._ssl)
+        return native.has_pending()(self._ssl)
 
     def _recv(self) -> bytes | None:
         """The next chunk; b"" at the end of the stream; None when TLS must wait for more
@@ -453,7 +456,7 @@ class Stream:
         """pyOpenSSL's own exception for a TLS call's failure (the error queue or errno)."""
         conn = self.tls
         assert conn is not None
-        conn._raise_ssl_error(self._ssl, result)
+        native.raise_ssl_error(conn, self._ssl, result)
         # SSL_ERROR_NONE on a call that returned <= 0: OpenSSL never does that.
         raise SSL.Error(f"TLS call returned {result} without an error")
 
@@ -461,27 +464,6 @@ class Stream:
         handler = self.handler
         self.close()
         handler.connection_lost(reason)
-
-
-def _connection(ssl: Any, ctx: SSL.Context, sock: socket.socket) -> SSL.Connection:
-    """A pyOpenSSL ``Connection`` around an ``SSL *`` made elsewhere: the attributes its
-    constructor sets (pyOpenSSL 23), without a second ``SSL_new``. It is left out of the
-    reverse mapping that pyOpenSSL's own callbacks use; mailgate sets none of those."""
-    conn: SSL.Connection = SSL.Connection.__new__(SSL.Connection)
-    conn.__dict__.update(
-        _ssl=ssl,
-        _context=ctx,
-        _app_data=None,
-        _alpn_select_callback_args=None,
-        _verify_helper=getattr(ctx, "_verify_helper", None),
-        _verify_callback=getattr(ctx, "_verify_callback", None),
-        _cookie_generate_helper=getattr(ctx, "_cookie_generate_helper", None),
-        _cookie_verify_helper=getattr(ctx, "_cookie_verify_helper", None),
-        _socket=sock,
-        _into_ssl=None,
-        _from_ssl=None,
-    )
-    return conn
 
 
 def _describe(err: BaseException) -> str:

@@ -7,12 +7,17 @@ XCLIENT ``NAME=`` to the backend::
 
     resolver off                                  -> [UNAVAILABLE]             (no lookup)
     client on a unix socket                       -> [TEMPUNAVAIL]             (no lookup)
-    PTR: NXDOMAIN (or no PTR record)              -> [UNAVAILABLE]  + log (1)
-    PTR: timeout, SERVFAIL, REFUSED, FORMERR...   -> [TEMPUNAVAIL]  + log (1)
+    PTR: NXDOMAIN, or an empty answer             -> [UNAVAILABLE]  + log (1)
+    PTR: SERVFAIL, NOTIMP, REFUSED                -> [TEMPUNAVAIL]  + log (1)
+    PTR: timeout, or only replies nginx drops     -> [TEMPUNAVAIL]  + log (1)  110
+         (no PTR record in the answer: a DNAME
+         or CNAME alone; FORMERR; see parse_reply)
     PTR name outside [A-Za-z0-9.-]                -> [TEMPUNAVAIL]  + log (2)  nginx 1.29.7,
                                                                                CVE-2026-28753
     A/AAAA: NXDOMAIN (or no address at all)       -> [UNAVAILABLE]  + log (3)
     A/AAAA: timeout, SERVFAIL...                  -> [TEMPUNAVAIL]  + log (3)
+    A/AAAA: last answer without A, AAAA or CNAME  -> [TEMPUNAVAIL]  + log (3)  110, at the
+                                                                               timeout
     A/AAAA answered without the client address    -> [UNAVAILABLE]             (no log)
     A/AAAA contain the client address             -> the PTR name
 
@@ -36,12 +41,18 @@ How the lookups run, as nginx's ``ngx_resolver.c`` does unless noted:
   late still counts, and closes them all when its step ends: at most ``servers`` descriptors
   per pending query, whatever the number of resends.
 * The PTR lookup and the forward lookup each get ``resolver_timeout`` (nginx gives each its own
-  resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow; an error on
-  either is the result, NODATA on both is "Host not found" (3). Unlike nginx, the first error
-  ends the lookup without waiting for the other family's reply.
-* CNAMEs are followed, within the answer or by asking again (at most ``MAX_CNAME_HOPS``).
+  resolver context). A and AAAA are asked in parallel, as ``ipv4=``/``ipv6=`` allow, and both
+  answers are awaited; an error on either is the result, NODATA on both is "Host not found"
+  (3). The first PTR record of the answer is the name, lower-cased; A/AAAA records count
+  whatever their owner name, as in nginx (``wire.parse_reply`` lists what it drops).
+* A CNAME is followed as nginx does: when no A/AAAA answer had an address and the last one
+  to arrive was a CNAME alone, every type is asked again for its target (at most
+  ``MAX_CNAME_HOPS`` times, then "Host not found" as nginx past its 50). A PTR answer's CNAME
+  is not followed (nginx waits for a PTR record that never comes), but a PTR record next to
+  it is taken.
 * No TCP fallback: queries offer an EDNS0 buffer of 1232 bytes, which any PTR or A/AAAA answer
-  fits in; a truncated reply without the records counts as "Server failure" (2).
+  fits in; a truncated A/AAAA reply without the records counts as "Server failure" (2) (an
+  empty PTR answer is "Host not found" (3), truncated or not, as nginx).
 * Positive answers are cached per worker for their smallest TTL, or ``valid=`` when set; errors
   are not cached (nginx frees a failed node too).
 """
@@ -53,7 +64,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 
 import dns.name
@@ -233,8 +244,8 @@ class _ClientHost:
         if cached is not None:
             self._on_ptr(Answer(0, cached), key=None)
             return
-        questions = [(wire.reverse_name(client), wire.PTR)]
-        self._run(questions, lambda answer: self._on_ptr(answer, key))
+        ptr_name = wire.reverse_name(client)
+        self._run(ptr_name, [wire.PTR], lambda answer: self._on_ptr(answer, key))
 
     def _on_ptr(self, answer: Answer, key: tuple[str, str] | None) -> None:
         if answer.rcode:
@@ -258,7 +269,7 @@ class _ClientHost:
             return
         types = [wire.A] if self._resolver.ipv4 else []
         types += [wire.AAAA] if self._resolver.ipv6 else []
-        self._run([(qname, rdtype) for rdtype in types], lambda a: self._on_addresses(a, key))
+        self._run(qname, types, lambda answer: self._on_addresses(answer, key))
 
     def _on_addresses(self, answer: Answer, key: tuple[str, str] | None) -> None:
         if answer.rcode:
@@ -270,8 +281,8 @@ class _ClientHost:
         confirmed = any(_client_ip(value) == self._client for value in answer.values)
         self._finish(self._name if confirmed else UNAVAILABLE)
 
-    def _run(self, questions: list[tuple[dns.name.Name, RdataType]], then: StepDone) -> None:
-        self._step = _Step(self._resolver, questions, self._timeout, then)
+    def _run(self, qname: dns.name.Name, rdtypes: list[RdataType], then: StepDone) -> None:
+        self._step = _Step(self._resolver, qname, rdtypes, self._timeout, then)
 
     def _finish(self, host: str, log: str | None = None) -> None:
         on_done, self._on_done = self._on_done, None
@@ -305,46 +316,74 @@ def _failure(code: int) -> str:
 
 
 class _Step:
-    """Questions asked in parallel under one deadline: one nginx resolver context.
+    """One name asked for one or more types in parallel under one deadline: one nginx
+    resolver context.
 
-    The result is the first error, else every value (NXDOMAIN when there is none at all, as
-    nginx turns an empty answer into "Host not found").
+    Every type's answer is awaited; ``_settle`` makes the result of them, or none (then the
+    step ends at its timeout). When it is a CNAME, every type is asked again for its target,
+    under the same deadline, as ``ngx_resolver_process_a`` does.
     """
 
     def __init__(
         self,
         resolver: Resolver,
-        questions: list[tuple[dns.name.Name, RdataType]],
+        qname: dns.name.Name,
+        rdtypes: list[RdataType],
         timeout: float,
         on_done: StepDone,
     ) -> None:
+        self._resolver = resolver
+        self._rdtypes = rdtypes
         self._on_done: StepDone | None = on_done
         self._loop = resolver.loop
-        self._answers: list[Answer | None] = [None] * len(questions)
         self._timer: Timer | None = self._loop.call_later(timeout, self._timed_out)
-        interval = min(RESEND_INTERVAL, timeout / (len(resolver.servers) + 1))
-        self._lookups = [
-            _Lookup(resolver, qname, rdtype, interval, self._collector(index))
-            for index, (qname, rdtype) in enumerate(questions)
-        ]
+        self._interval = min(RESEND_INTERVAL, timeout / (len(resolver.servers) + 1))
+        self._cname_ttls: list[int] = []
+        self._answers: list[Answer | None] = []
+        self._arrived: list[Answer] = []
+        self._exchanges: list[_Exchange] = []
+        self._ask(qname)
 
     def close(self) -> None:
         self._on_done = None
         if self._timer is not None:
             self._loop.cancel(self._timer)
             self._timer = None
-        for lookup in self._lookups:
-            lookup.close()
+        for exchange in self._exchanges:
+            exchange.close()
+
+    def _ask(self, qname: dns.name.Name) -> None:
+        self._answers = [None] * len(self._rdtypes)
+        self._arrived = []
+        self._exchanges = [
+            _Exchange(
+                self._resolver,
+                wire.make_query(qname, rdtype),
+                self._interval,
+                self._collector(index),
+            )
+            for index, rdtype in enumerate(self._rdtypes)
+        ]
 
     def _collector(self, index: int) -> StepDone:
         def collect(answer: Answer) -> None:
             self._answers[index] = answer
-            if answer.rcode:
-                self._finish(answer)
-            elif all(a is not None for a in self._answers):
-                self._finish(_merge([a for a in self._answers if a is not None]))
+            self._arrived.append(answer)
+            if all(a is not None for a in self._answers):
+                self._settled(_settle(self._arrived))
 
         return collect
+
+    def _settled(self, result: Answer | None) -> None:
+        if result is None:
+            return
+        if result.cname is None:
+            self._finish(replace(result, ttl=min([*self._cname_ttls, result.ttl])))
+        elif len(self._cname_ttls) >= MAX_CNAME_HOPS:
+            self._finish(Answer(wire.NXDOMAIN))  # nginx, past NGX_RESOLVER_MAX_RECURSION
+        else:
+            self._cname_ttls.append(result.ttl)
+            self._ask(result.cname)
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -357,47 +396,23 @@ class _Step:
             on_done(answer)
 
 
-def _merge(answers: list[Answer]) -> Answer:
-    values = tuple(value for answer in answers for value in answer.values)
-    if not values:
-        return Answer(wire.NXDOMAIN)
-    return Answer(0, values, min(answer.ttl for answer in answers if answer.values))
-
-
-class _Lookup:
-    """One name and type, asking again for a CNAME target the server left unresolved."""
-
-    def __init__(
-        self,
-        resolver: Resolver,
-        qname: dns.name.Name,
-        rdtype: RdataType,
-        interval: float,
-        on_done: StepDone,
-    ) -> None:
-        self._resolver = resolver
-        self._rdtype = rdtype
-        self._interval = interval
-        self._on_done = on_done
-        self._ttls: list[int] = []
-        self._exchange = self._ask(qname)
-
-    def close(self) -> None:
-        self._exchange.close()
-
-    def _ask(self, qname: dns.name.Name) -> _Exchange:
-        query = wire.make_query(qname, self._rdtype)
-        return _Exchange(self._resolver, query, self._interval, self._on_answer)
-
-    def _on_answer(self, answer: Answer) -> None:
-        if answer.rcode or answer.cname is None:
-            ttl = min([*self._ttls, answer.ttl])
-            self._on_done(Answer(answer.rcode, answer.values, ttl))
-        elif len(self._ttls) >= MAX_CNAME_HOPS:
-            self._on_done(Answer(wire.SERVFAIL))
-        else:
-            self._ttls.append(answer.ttl)
-            self._exchange = self._ask(answer.cname)
+def _settle(arrived: list[Answer]) -> Answer | None:
+    """The step's result once every type has its answer, as ``ngx_resolver_process_a``
+    settles A and AAAA: the later error if any failed, else every address; else it is the
+    last answer that counts: its CNAME to follow, NXDOMAIN if it was empty, or None (wait for
+    the timeout) if it held only unusable records."""
+    errors = [answer for answer in arrived if answer.rcode]
+    if errors:
+        return errors[-1]
+    values = tuple(value for answer in arrived for value in answer.values)
+    if values:
+        return Answer(0, values, min(answer.ttl for answer in arrived if answer.values))
+    last = arrived[-1]
+    if last.unusable:
+        return None
+    if last.cname is not None:
+        return last
+    return Answer(wire.NXDOMAIN)
 
 
 class _Exchange:

@@ -17,9 +17,9 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
-import dns.rrset
 from dns.rdtypes.ANY.PTR import PTR as PtrRecord
 from dns.rdtypes.IN.A import A as ARecord
 from dns.rdtypes.IN.AAAA import AAAA as AaaaRecord
@@ -63,6 +63,9 @@ class Answer:
     values: tuple[str, ...] = ()
     ttl: int = 0
     cname: dns.name.Name | None = None  # unresolved CNAME target: ask again for this name
+    # Records in the answer, but none of the asked type nor a CNAME (a DNAME alone, say): as
+    # nginx, such an A/AAAA answer gives no result when it is the last of its step to arrive.
+    unusable: bool = False
 
 
 def make_query(qname: dns.name.Name, rdtype: RdataType) -> Query:
@@ -92,68 +95,87 @@ def host_name(text: str) -> dns.name.Name | None:
 
 
 def parse_reply(query: Query, wire: bytes) -> Answer | None:
-    """The answer in ``wire``, or None when it is not a reply to ``query`` (ignore it).
+    """The answer in ``wire``, or None when nginx would drop it (the query then waits on).
 
-    Like nginx, a datagram that does not parse or does not match the query's ID and question
-    is dropped, and the query keeps waiting for the genuine reply or its timeout.
+    nginx (``ngx_resolver_process_response``, ``_process_ptr``, ``_process_a``) drops a reply
+    that does not parse or match the query's ID and question, that is not a plain response
+    (flags other than QR among QR/opcode/Z/AD/CD), whose rcode is FORMERR or above REFUSED,
+    or whose answer holds a record of a class other than IN; so does a PTR answer without a
+    PTR record (a DNAME or a CNAME alone), and an A answer with an AAAA record or the reverse.
+    The query keeps waiting for a resend's reply or its timeout.
     """
     try:
         reply = dns.message.from_wire(wire)
     except dns.exception.DNSException:
         return _truncated_failure(query, wire)
-    if not query.message.is_response(reply):
+    if not query.message.is_response(reply) or reply.flags & _CHECKED_FLAGS != dns.flags.QR:
         return None
-    rcode = int(reply.rcode())
+    rcode = reply.flags & _RCODE_BITS  # nginx reads the header's 4 bits, not EDNS's
+    if rcode == dns.rcode.FORMERR or rcode > dns.rcode.REFUSED:
+        return None
     if rcode:
         return Answer(rcode)
-    answer = _follow_chain(reply, query.qname, query.rdtype)
-    if not answer.values and reply.flags & dns.flags.TC:
+    if query.rdtype == PTR:
+        return _ptr_answer(reply)
+    if any(rrset.rdclass != dns.rdataclass.IN for rrset in reply.answer):
+        return None
+    return _address_answer(reply, query.rdtype)
+
+
+# Flag bits nginx checks: QR must be set, the opcode (QUERY) and Z, AD and CD must be 0.
+_CHECKED_FLAGS = 0xF870
+_RCODE_BITS = 0x000F
+
+
+def _ptr_answer(reply: dns.message.Message) -> Answer | None:
+    """The first PTR record, whatever its owner (a CNAME's target, say); an empty answer is
+    NXDOMAIN even when truncated (nginx does not retry a PTR query over TCP)."""
+    if not reply.answer:
+        return Answer(NXDOMAIN)
+    for rrset in reply.answer:  # in order: nginx stops at the first PTR, or at a non-IN class
+        if rrset.rdclass != dns.rdataclass.IN:
+            return None
+        if rrset.rdtype == PTR:
+            return Answer(0, (_value(rrset[0]),), rrset.ttl)
+    return None
+
+
+def _address_answer(reply: dns.message.Message, rdtype: RdataType) -> Answer | None:
+    """Every record of the asked type, whatever its owner; else the last CNAME's target."""
+    other = AAAA if rdtype == A else A
+    if any(rrset.rdtype == other for rrset in reply.answer):
+        return None
+    values = tuple(
+        _value(rdata) for rrset in reply.answer if rrset.rdtype == rdtype for rdata in rrset
+    )
+    ttl = min((rrset.ttl for rrset in reply.answer), default=0)
+    if values:
+        return Answer(0, values, ttl)
+    if reply.flags & dns.flags.TC:
         # A truncated reply without the records: we do not retry over TCP (see EDNS_PAYLOAD).
         return Answer(SERVFAIL)
-    return answer
+    cnames = [rrset[0].target for rrset in reply.answer if rrset.rdtype == dns.rdatatype.CNAME]
+    if cnames:
+        return Answer(0, (), ttl, cname=cnames[-1])
+    return Answer(0, (), ttl, unusable=bool(reply.answer))
 
 
 def _truncated_failure(query: Query, wire: bytes) -> Answer | None:
-    """A TC reply cut short in the middle of a record still ends the query, as a failure."""
-    if len(wire) < 4 or wire[:2] != query.message.id.to_bytes(2, "big"):
+    """A TC reply cut short in the middle of a record ends an A/AAAA query, as a failure
+    (nginx would ask again over TCP); nginx drops such a PTR reply, as any short one."""
+    if query.rdtype == PTR or len(wire) < 4 or wire[:2] != query.message.id.to_bytes(2, "big"):
         return None
     qr_and_tc = 0x80 | 0x02  # bits of the third header byte
     return Answer(SERVFAIL) if wire[2] & qr_and_tc == qr_and_tc else None
-
-
-def _follow_chain(reply: dns.message.Message, qname: dns.name.Name, rdtype: RdataType) -> Answer:
-    """Walk CNAMEs from ``qname`` inside the answer section, as nginx does before re-asking."""
-    name = qname
-    ttls: list[int] = []
-    for _ in range(len(reply.answer) + 1):
-        found = _rrset(reply, name, rdtype)
-        if found is not None:
-            values = tuple(_value(rdata) for rdata in found)
-            return Answer(0, values, min([*ttls, found.ttl]))
-        cname = _rrset(reply, name, dns.rdatatype.CNAME)
-        if cname is None:
-            break
-        ttls.append(cname.ttl)
-        name = cname[0].target
-    if name == qname:
-        return Answer(0)
-    return Answer(0, (), min(ttls), cname=name)
-
-
-def _rrset(
-    reply: dns.message.Message, name: dns.name.Name, rdtype: RdataType
-) -> dns.rrset.RRset | None:
-    for rrset in reply.answer:
-        if rrset.name == name and rrset.rdtype == rdtype and len(rrset):
-            return rrset
-    return None
 
 
 def _value(rdata: object) -> str:
     if isinstance(rdata, PtrRecord):
         # The raw labels, not dnspython's escaped text: the name is checked byte by byte
         # later, and an escaped "\013" would slip a CR past that check in disguise.
-        return b".".join(rdata.target.relativize(dns.name.root).labels).decode("latin-1")
+        # Lower-cased as nginx's ngx_resolver_copy does (ASCII letters only, as ngx_strlow).
+        name = b".".join(rdata.target.relativize(dns.name.root).labels)
+        return name.lower().decode("latin-1")
     if isinstance(rdata, ARecord | AaaaRecord):
         return str(rdata.address)
     raise TypeError(f"unexpected record {rdata!r}")

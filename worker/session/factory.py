@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
@@ -22,20 +22,11 @@ from mailgate.worker.session.greeting import ClientNames
 from mailgate.worker.session.log import SessionLog
 from mailgate.worker.session.session import Session
 
+if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
+    from mailgate.worker.tls.context import Contexts
+
 INFO_LEVEL = 7  # nginx's (and master.log.Level's) number for info
 POP3_CLIENT_BUFFER = 128  # nginx's fixed POP3 command buffer
-
-
-def contexts_by_server(
-    config: model.Config, contexts: Mapping[int, object]
-) -> dict[int, SSL.Context]:
-    """The TLS contexts, given by index into ``config.servers``, keyed by the server object
-    itself: the worker hands sessions the same instances."""
-    return {
-        id(server): contexts[index]
-        for index, server in enumerate(config.servers)
-        if index in contexts
-    }
 
 
 class SessionFactory:
@@ -45,7 +36,7 @@ class SessionFactory:
         self,
         config: model.Config,
         log: SessionLog,
-        contexts: Mapping[int, object],
+        contexts: Contexts,
         *,
         server_logs: Mapping[int, SessionLog] | None = None,
     ) -> None:
@@ -54,7 +45,7 @@ class SessionFactory:
         that server's sessions."""
         self.log = log
         self._resolvers: dict[tuple[object, ...], ClientNames] = {}
-        self.contexts = contexts_by_server(config, contexts)
+        self.contexts = contexts
         self._numbers = 0
         # Hot path: info lines (two to four per session) and their nginx-style context are
         # built only when some target of the session's error_log takes info.
@@ -99,7 +90,7 @@ class SessionFactory:
         return self._logs.get(id(server)) or (self.log, self.info_enabled)
 
     def context(self, server: model.ServerConfig) -> SSL.Context | None:
-        return self.contexts.get(id(server))
+        return self.contexts.for_server(server)
 
     def listener_metrics(
         self, listen: model.Listen, server: model.ServerConfig

@@ -1,1 +1,4 @@
-"""TLS: contexts per server, parameters, client certificates, session caches, ticket keys."""
+"""TLS: contexts per server, settings, client certificates, session caches, ticket keys.
+
+``native`` holds every call below pyOpenSSL's public API; nothing else here reaches past it.
+"""

@@ -17,7 +17,7 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.config.directives import where
 from mailgate.config.setters import full_path
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 from mailgate.worker.tls.errors import TLSConfigError
 
 SSL_CTRL_SET_GROUPS_LIST = 92  # SSL_CTX_set1_groups_list() == SSL_CTX_set1_curves_list()
@@ -36,41 +36,41 @@ def apply_dhparam(ctx: SSL.Context, path: str | None) -> None:
     """``ssl_dhparam``: without it there is no DHE at all (nginx >= 1.11.0)."""
     if path is None:
         return
-    ffi, ssl_lib, crypto = libssl.native()
-    libssl.clear_errors()
+    ffi, ssl_lib, crypto = native.libraries()
+    native.clear_errors()
     bio = crypto.BIO_new_file(path.encode(), b"r")
     if bio == ffi.NULL:
-        raise TLSConfigError(f'BIO_new_file("{path}") failed{libssl.error_text()}')
+        raise TLSConfigError(f'BIO_new_file("{path}") failed{native.error_text()}')
     try:
         params = crypto.PEM_read_bio_Parameters(bio, ffi.NULL)
     finally:
         crypto.BIO_free(bio)
     if params == ffi.NULL:
-        raise TLSConfigError(f'PEM_read_bio_Parameters("{path}") failed{libssl.error_text()}')
-    if ssl_lib.SSL_CTX_set0_tmp_dh_pkey(libssl.ctx_ptr(ctx), params) != 1:
+        raise TLSConfigError(f'PEM_read_bio_Parameters("{path}") failed{native.error_text()}')
+    if ssl_lib.SSL_CTX_set0_tmp_dh_pkey(native.ctx_ptr(ctx), params) != 1:
         crypto.EVP_PKEY_free(params)  # set0 took ownership only on success
-        raise TLSConfigError(f'SSL_CTX_set0_tmp_dh_pkey("{path}") failed{libssl.error_text()}')
+        raise TLSConfigError(f'SSL_CTX_set0_tmp_dh_pkey("{path}") failed{native.error_text()}')
 
 
 def apply_ecdh_curve(ctx: SSL.Context, curves: str) -> None:
     """``ssl_ecdh_curve``: ``auto`` keeps OpenSSL's default groups, else a colon list."""
     if curves == "auto":
         return
-    ffi, ssl_lib, _ = libssl.native()
-    libssl.clear_errors()
+    ffi, ssl_lib, _ = native.libraries()
+    native.clear_errors()
     text = ffi.new("char[]", curves.encode())
-    if ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_GROUPS_LIST, 0, text) != 1:
-        raise TLSConfigError(f'SSL_CTX_set1_curves_list("{curves}") failed{libssl.error_text()}')
+    if ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_GROUPS_LIST, 0, text) != 1:
+        raise TLSConfigError(f'SSL_CTX_set1_curves_list("{curves}") failed{native.error_text()}')
 
 
 def apply_conf_commands(ctx: SSL.Context, commands: Sequence[model.ConfCommand]) -> None:
     """``ssl_conf_command``, applied last so that it overrides the other directives."""
     if not commands:
         return
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
     cctx = ssl_lib.SSL_CONF_CTX_new()
     if cctx == ffi.NULL:
-        raise TLSConfigError(f"SSL_CONF_CTX_new() failed{libssl.error_text()}")
+        raise TLSConfigError(f"SSL_CONF_CTX_new() failed{native.error_text()}")
     try:
         ssl_lib.SSL_CONF_CTX_set_flags(
             cctx,
@@ -79,18 +79,18 @@ def apply_conf_commands(ctx: SSL.Context, commands: Sequence[model.ConfCommand])
             | SSL_CONF_FLAG_CERTIFICATE
             | SSL_CONF_FLAG_SHOW_ERRORS,
         )
-        ssl_lib.SSL_CONF_CTX_set_ssl_ctx(cctx, libssl.ctx_ptr(ctx))
+        ssl_lib.SSL_CONF_CTX_set_ssl_ctx(cctx, native.ctx_ptr(ctx))
         for command in commands:
             name = command.name.encode()
             value = _conf_value(command, ssl_lib.SSL_CONF_cmd_value_type(cctx, name))
-            libssl.clear_errors()
+            native.clear_errors()
             if ssl_lib.SSL_CONF_cmd(cctx, name, value.encode()) <= 0:
                 raise TLSConfigError(
-                    f'SSL_CONF_cmd("{command.name}", "{value}") failed{libssl.error_text()}'
+                    f'SSL_CONF_cmd("{command.name}", "{value}") failed{native.error_text()}'
                     f" {where(command.source)}"
                 )
         if ssl_lib.SSL_CONF_CTX_finish(cctx) != 1:
-            raise TLSConfigError(f"SSL_CONF_finish() failed{libssl.error_text()}")
+            raise TLSConfigError(f"SSL_CONF_finish() failed{native.error_text()}")
     finally:
         ssl_lib.SSL_CONF_CTX_free(cctx)
 
@@ -135,7 +135,7 @@ def _checked(command: model.ConfCommand, name: str, *, want_dir: bool | None) ->
 @functools.cache
 def _alpn_callback(name: bytes) -> Any:
     """One selector per protocol name, shared by every context of that protocol."""
-    ffi = libssl.native()[0]
+    ffi = native.libraries()[0]
 
     def select(ssl: Any, out: Any, outlen: Any, offered: Any, size: int, arg: Any) -> int:  # noqa: PLR0917 (C signature)
         data = bytes(ffi.buffer(offered, size))
@@ -159,6 +159,6 @@ def _alpn_callback(name: bytes) -> Any:
 
 def apply_alpn(ctx: SSL.Context, protocol: model.Protocol) -> None:
     """Accept only the protocol's own ALPN name (``imap``, ``pop3``, ``smtp``)."""
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
     callback = _alpn_callback(protocol.value.encode())  # cached: alive for the process
-    ssl_lib.SSL_CTX_set_alpn_select_cb(libssl.ctx_ptr(ctx), callback, ffi.NULL)
+    ssl_lib.SSL_CTX_set_alpn_select_cb(native.ctx_ptr(ctx), callback, ffi.NULL)

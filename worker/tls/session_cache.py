@@ -20,7 +20,7 @@ from mailgate.config import model
 from mailgate.shm import layout
 from mailgate.shm.zones import Zone
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native
 
 TLS1_3_VERSION = 0x0304
 SESS_CACHE_NO_INTERNAL = 0x0300  # NO_INTERNAL_LOOKUP | NO_INTERNAL_STORE
@@ -29,24 +29,28 @@ SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 
 def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
     """Keep the sessions of ``ctx`` in ``zone``; OpenSSL's own cache only with ``builtin``."""
-    ffi, ssl_lib, _ = libssl.native()
+    ssl_lib = native.libraries()[1]
     cache = server.ssl_session_cache
     zone.on_error = metrics.shm_error  # a failed lock is counted, not only logged
     if cache.builtin:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-        ssl_lib.SSL_CTX_ctrl(
-            libssl.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, cache.builtin_size, ffi.NULL
-        )
+        set_cache_size(ctx, cache.builtin_size)
     else:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL)
     # With tickets on, a TLS 1.3 resumption is stateless: nothing to store (as nginx).
     new_cb, get_cb, remove_cb = _callbacks(
         zone, int(server.ssl_session_timeout), store_tls13=not server.ssl_session_tickets
     )
-    pointer = libssl.ctx_ptr(ctx)
+    pointer = native.ctx_ptr(ctx)
     ssl_lib.SSL_CTX_sess_set_new_cb(pointer, new_cb)
     ssl_lib.SSL_CTX_sess_set_get_cb(pointer, get_cb)
     ssl_lib.SSL_CTX_sess_set_remove_cb(pointer, remove_cb)
+
+
+def set_cache_size(ctx: SSL.Context, sessions: int) -> None:
+    """The size of OpenSSL's own (``builtin``) cache, in sessions."""
+    ffi, ssl_lib, _ = native.libraries()  # SSL_CTX_sess_set_cache_size() is a macro over this
+    ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
 # Cached for the life of the process, not kept alive with the context: SSL_CTX_free() calls
@@ -55,7 +59,7 @@ def install(ctx: SSL.Context, server: model.ServerConfig, zone: Zone) -> None:
 # One set per zone and settings, so reloads do not pile them up.
 @functools.cache
 def _callbacks(zone: Zone, timeout: int, *, store_tls13: bool) -> tuple[Any, Any, Any]:
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
 
     def new_session(ssl: Any, session: Any) -> int:
         if not store_tls13 and ssl_lib.SSL_version(ssl) == TLS1_3_VERSION:
@@ -109,7 +113,7 @@ def _report_usage(zone: Zone) -> None:
 
 def session_id(session: Any) -> bytes:
     """The session's ID, or empty when it has none or one longer than nginx caches."""
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
     length = ffi.new("unsigned int *")
     data = ssl_lib.SSL_SESSION_get_id(session, length)
     if data == ffi.NULL or not 0 < length[0] <= layout.MAX_ID:

@@ -1,58 +1,34 @@
-"""``ssl_session_ticket_key``: nginx's key files and the ticket callback that uses them.
+"""``ssl_session_ticket_key``: nginx's key files, made a context's ticket keys.
 
 A 48-byte file is ``name[16] | aes[16] | hmac[16]`` (AES-128-CBC); an 80-byte file is
 ``name[16] | hmac[32] | aes[32]`` (AES-256-CBC) -- the field order differs, as in nginx. The
 HMAC is SHA-256 either way. The first key encrypts new tickets, every key decrypts, and a
-ticket opened with any other key is renewed so that clients move to the current key. The
-ticket layout is OpenSSL's own (name | IV | ciphertext | HMAC), so tickets made by nginx with
-the same key files resume here and the other way round.
+ticket opened with any other key is renewed so that clients move to the current key
+(the callback itself is in :mod:`mailgate.worker.tls.tickets`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from OpenSSL import SSL
 
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import libssl
+from mailgate.worker.tls import native, tickets
 from mailgate.worker.tls.errors import TLSConfigError
 
-NAME_SIZE = 16
-IV_SIZE = 16  # EVP_MAX_IV_LENGTH; AES-CBC uses all of it
-TLS1_3_VERSION = 0x0304
-OSSL_PARAM_UTF8_STRING = 4
-OSSL_PARAM_OCTET_STRING = 5
-OSSL_PARAM_UNMODIFIED = 2**64 - 1  # (size_t) -1
 
-# Callback results (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)).
-_NO_TICKET = 0  # encrypt: issue none; decrypt: unknown key, do a full handshake
-_OK = 1
-_OK_RENEW = 2
-
-
-@dataclass(frozen=True, slots=True)
-class TicketKey:
-    """One key file's fields, in a fixed order whatever the file's layout."""
-
-    name: bytes
-    aes_key: bytes = field(repr=False)
-    hmac_key: bytes = field(repr=False)
-
-
-def parse_key(data: bytes, path: str) -> TicketKey:
+def parse_key(data: bytes, path: str) -> tickets.TicketKey:
     """Split a key file's bytes by its size, as nginx does."""
     if len(data) == 48:
-        return TicketKey(data[:16], aes_key=data[16:32], hmac_key=data[32:48])
+        return tickets.TicketKey(data[:16], aes_key=data[16:32], hmac_key=data[32:48])
     if len(data) == 80:
-        return TicketKey(data[:16], aes_key=data[48:80], hmac_key=data[16:48])
+        return tickets.TicketKey(data[:16], aes_key=data[48:80], hmac_key=data[16:48])
     raise TLSConfigError(f'"{path}" must be 48 or 80 bytes')
 
 
-def load_keys(paths: Sequence[str]) -> list[TicketKey]:
+def load_keys(paths: Sequence[str]) -> list[tickets.TicketKey]:
     """Read every ``ssl_session_ticket_key`` file, in the configured order."""
     keys = []
     for path in paths:
@@ -67,107 +43,22 @@ def load_keys(paths: Sequence[str]) -> list[TicketKey]:
     return keys
 
 
-@dataclass(slots=True)
-class NativeKey:
-    """A key's C-side buffers, built once so the callback allocates nothing per ticket."""
-
-    name: bytes
-    cipher: Any
-    aes_key: Any
-    params: Any  # OSSL_PARAM[3]: the HMAC key, the digest, the end marker
-    owned: list[Any]
-
-
-def native_key(key: TicketKey) -> NativeKey:
-    ffi, _, crypto = libssl.native()
-    cipher = crypto.EVP_aes_128_cbc() if len(key.aes_key) == 16 else crypto.EVP_aes_256_cbc()
-    hmac_key = ffi.new("unsigned char[]", key.hmac_key)
-    digest = ffi.new("char[]", b"SHA256")
-    names = (ffi.new("char[]", b"key"), ffi.new("char[]", b"digest"))
-    params = ffi.new("OSSL_PARAM[3]")
-    fields = (
-        (names[0], OSSL_PARAM_OCTET_STRING, hmac_key, len(key.hmac_key)),
-        (names[1], OSSL_PARAM_UTF8_STRING, digest, len(b"SHA256")),
-    )
-    for param, (name, kind, data, size) in zip(params, fields, strict=False):
-        param.key, param.data_type, param.data, param.data_size = name, kind, data, size
-        param.return_size = OSSL_PARAM_UNMODIFIED
-    params[2].key = ffi.NULL  # OSSL_PARAM_END
-    aes_key = ffi.new("unsigned char[]", key.aes_key)
-    return NativeKey(key.name, cipher, aes_key, params, [hmac_key, digest, *names])
-
-
-def ticket_callback(
-    sealing: Callable[[], NativeKey | None],
-    find: Callable[[bytes], tuple[int, NativeKey] | None],
-    older: Callable[[int], None],
-) -> Any:
-    """The cffi callback for ``SSL_CTX_set_tlsext_ticket_key_evp_cb``.
-
-    New tickets are sealed with ``sealing()`` (None: issue no ticket); a ticket is opened with
-    the key ``find`` names by the ticket's key name (its index 0 is the sealing key). A ticket
-    opened with another key is renewed, and ``older(index)`` is told; under TLS 1.3 every
-    ticket is renewed, as nginx does. An exception inside means "no ticket": a full handshake,
-    never a crash.
-    """
-    ffi, ssl_lib, crypto = libssl.native()
-
-    def seal(name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        key = sealing()
-        if key is None:
-            return _NO_TICKET
-        if crypto.RAND_bytes(iv, IV_SIZE) != 1:
-            return -1
-        if crypto.EVP_EncryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
-            return -1
-        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
-            return -1
-        ffi.memmove(name, key.name, NAME_SIZE)
-        return _OK
-
-    def open_(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any) -> int:
-        found = find(bytes(ffi.buffer(name, NAME_SIZE)))
-        if found is None:
-            return _NO_TICKET
-        i, key = found
-        if crypto.EVP_MAC_CTX_set_params(hctx, key.params) != 1:
-            return -1
-        if crypto.EVP_DecryptInit_ex(cctx, key.cipher, ffi.NULL, key.aes_key, iv) != 1:
-            return -1
-        if i != 0:
-            older(i)
-        if i != 0 or ssl_lib.SSL_version(ssl) == TLS1_3_VERSION:
-            return _OK_RENEW  # move the client to the sealing key; TLS 1.3: always (nginx)
-        return _OK
-
-    def dispatch(ssl: Any, name: Any, iv: Any, cctx: Any, hctx: Any, enc: int) -> int:  # noqa: PLR0917 (C signature)
-        return seal(name, iv, cctx, hctx) if enc == 1 else open_(ssl, name, iv, cctx, hctx)
-
-    return ffi.callback(
-        "int(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *, EVP_MAC_CTX *, int)",
-        dispatch,
-        error=_NO_TICKET,
-    )
-
-
-def install(ctx: SSL.Context, keys: Sequence[TicketKey]) -> None:
+def install(ctx: SSL.Context, keys: Sequence[tickets.TicketKey]) -> None:
     """Make ``ctx`` seal and open tickets with ``keys`` (``keys[0]`` seals)."""
     if not keys:
         return
-    native = [native_key(key) for key in keys]
+    prepared = [tickets.native_key(key) for key in keys]
     index: dict[bytes, int] = {}
-    for i, key in enumerate(native):
+    for i, key in enumerate(prepared):
         index.setdefault(key.name, i)  # a repeated name: the earlier file wins, as in nginx
 
-    def find(name: bytes) -> tuple[int, NativeKey] | None:
+    def find(name: bytes) -> tuple[int, tickets.NativeKey] | None:
         i = index.get(name)
-        return None if i is None else (i, native[i])
+        return None if i is None else (i, prepared[i])
 
     def older(_index: int) -> None:
         metrics.ticket_previous_key("files")
 
-    callback = ticket_callback(lambda: native[0], find, older)
-    ssl_lib = libssl.native()[1]
-    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
-        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
-    libssl.keep_alive(ctx, callback, native)
+    callback = tickets.ticket_callback(lambda: prepared[0], find, older)
+    tickets.install_callback(ctx, callback)
+    native.keep_alive(ctx, callback, prepared)

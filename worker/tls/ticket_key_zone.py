@@ -18,8 +18,7 @@ from OpenSSL import SSL
 from mailgate.shm.ticket_keys import SharedKey
 from mailgate.shm.zones import Zone
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import libssl, ticket_key_files
-from mailgate.worker.tls.errors import TLSConfigError
+from mailgate.worker.tls import tickets
 
 clock = time.time  # seconds; the rotation tests move it
 
@@ -31,7 +30,7 @@ class SharedKeys:
         self.zone = zone
         self.timeout = timeout
         self.keys: list[SharedKey] = []
-        self._native: dict[bytes, ticket_key_files.NativeKey] = {}
+        self._native: dict[bytes, tickets.NativeKey] = {}
 
     def current(self, now: int, force: bool = False) -> list[SharedKey]:
         """The keys, synced with the zone when due; this copy (maybe none) if the zone's lock
@@ -49,11 +48,11 @@ class SharedKeys:
             self._native = {n: k for n, k in self._native.items() if n in names}
         return keys
 
-    def native(self, key: SharedKey) -> ticket_key_files.NativeKey:
+    def native(self, key: SharedKey) -> tickets.NativeKey:
         found = self._native.get(key.name)
         if found is None:
-            found = ticket_key_files.native_key(
-                ticket_key_files.TicketKey(key.name, aes_key=key.aes_key, hmac_key=key.hmac_key)
+            found = tickets.native_key(
+                tickets.TicketKey(key.name, aes_key=key.aes_key, hmac_key=key.hmac_key)
             )
             self._native[key.name] = found
         return found
@@ -69,11 +68,9 @@ class SharedKeys:
 
 def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
     """Seal and open the tickets of ``ctx`` with the zone's keys."""
-    ssl_lib = libssl.native()[1]
     zone.on_error = metrics.shm_error
     keys, callback = _callback(zone, timeout)
-    if ssl_lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(libssl.ctx_ptr(ctx), callback) != 1:
-        raise TLSConfigError("SSL_CTX_set_tlsext_ticket_key_evp_cb() failed" + libssl.error_text())
+    tickets.install_callback(ctx, callback)
     return keys
 
 
@@ -83,11 +80,11 @@ def install(ctx: SSL.Context, zone: Zone, timeout: int) -> SharedKeys:
 def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
     keys = SharedKeys(zone, timeout)
 
-    def sealing() -> ticket_key_files.NativeKey | None:
+    def sealing() -> tickets.NativeKey | None:
         current = keys.current(int(clock()))
         return keys.native(current[0]) if current else None
 
-    def find(name: bytes) -> tuple[int, ticket_key_files.NativeKey] | None:
+    def find(name: bytes) -> tuple[int, tickets.NativeKey] | None:
         i = keys.find(name, int(clock()))
         return None if i is None else (i, keys.native(keys.keys[i]))
 
@@ -95,5 +92,5 @@ def _callback(zone: Zone, timeout: int) -> tuple[SharedKeys, Any]:
         if index == 1:  # 2 is the next key: another worker rotated before this one resynced
             metrics.ticket_previous_key(zone.name)
 
-    callback = ticket_key_files.ticket_callback(sealing, find, older)
+    callback = tickets.ticket_callback(sealing, find, older)
     return keys, callback

@@ -15,7 +15,7 @@ from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.shm.lock import Lock
 from mailgate.worker.observe import metrics
-from mailgate.worker.tls import contexts, libssl, ticket_key_zone
+from mailgate.worker.tls import context, native, ticket_key_zone
 from tests.unit.tls.conftest import (
     Pki,
     client_context,
@@ -63,7 +63,7 @@ def test_session_resumes_on_another_worker(
     pki: Pki, version: int, tickets: bool, stored: bool
 ) -> None:
     server = shared(pki, ssl_session_tickets=tickets)
-    one, other = contexts.build_context(server), contexts.build_context(server)
+    one, other = context.build_context(server), context.build_context(server)
     ok, _ = resumed(one, other, max_version=version)
     assert ok
     assert (zone_of(server).stats().stores > 0) is stored
@@ -76,16 +76,16 @@ def test_builtin_and_shared_keep_both(pki: Pki) -> None:
         builtin=True, shared_name=cache.shared_name, shared_size=cache.shared_size
     )
     server = server_config(**pki.pair(), ssl_session_cache=both, ssl_session_tickets=False)
-    assert resumed(contexts.build_context(server), contexts.build_context(server))[0]
+    assert resumed(context.build_context(server), context.build_context(server))[0]
 
 
 def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
     server = shared(pki, ssl_session_tickets=False)
-    ctx = contexts.build_context(server)
+    ctx = context.build_context(server)
     client, srv = handshake(ctx, client_context(max_version=SSL.TLS1_2_VERSION))
-    ssl_lib = libssl.native()[1]
+    ssl_lib = native.libraries()[1]
     ssl_lib.SSL_CTX_remove_session(
-        libssl.ctx_ptr(ctx), ssl_lib.SSL_get_session(libssl.ssl_ptr(srv))
+        native.ctx_ptr(ctx), ssl_lib.SSL_get_session(native.ssl_ptr(srv))
     )
     _, again = handshake(ctx, client_context(max_version=SSL.TLS1_2_VERSION), client.get_session())
     assert not session_reused(again)
@@ -93,13 +93,13 @@ def test_removed_session_is_gone_from_the_zone(pki: Pki) -> None:
 
 def test_zone_keys_seal_tickets_for_every_worker(pki: Pki) -> None:
     server = shared(pki)
-    assert resumed(contexts.build_context(server), contexts.build_context(server))[0]
+    assert resumed(context.build_context(server), context.build_context(server))[0]
 
 
 def ticket_name(session: SSL.Session) -> bytes:
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
     data, size = ffi.new("const unsigned char **"), ffi.new("size_t *")
-    ssl_lib.SSL_SESSION_get0_ticket(libssl.session_ptr(session), data, size)
+    ssl_lib.SSL_SESSION_get0_ticket(native.session_ptr(session), data, size)
     return bytes(ffi.buffer(data[0], 16))
 
 
@@ -109,7 +109,7 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
     now = [1_000_000.0]
     monkeypatch.setattr(ticket_key_zone, "clock", lambda: now[0])
     server = shared(pki)
-    one, other = contexts.build_context(server), contexts.build_context(server)
+    one, other = context.build_context(server), context.build_context(server)
     tls12 = client_context(max_version=SSL.TLS1_2_VERSION)
     first, _ = handshake(one, tls12)
     old = first.get_session()
@@ -125,7 +125,7 @@ def test_ticket_under_the_previous_key_resumes_and_is_renewed(
 
 def test_a_zone_whose_lock_fails_counts_every_failed_lookup_and_store(pki: Pki) -> None:
     server = shared(pki, ssl_session_tickets=False)
-    one, other = contexts.build_context(server), contexts.build_context(server)
+    one, other = context.build_context(server), context.build_context(server)
     zone = zone_of(server)
     failed = metrics.families().shm_errors
     with open("/dev/null", "rb") as read_only:

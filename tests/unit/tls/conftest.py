@@ -25,16 +25,15 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
-from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, contexts
+from mailgate.worker.tls import client_cert, context, native
 
 
 def session_reused(conn: SSL.Connection) -> bool:
     """Whether the handshake on ``conn`` resumed a session (pyOpenSSL 23 lacks the method;
     cryptography's binding has the function)."""
-    return bool(py_lib.SSL_session_reused(conn._ssl))
+    return bool(native.pyopenssl_binding()[1].SSL_session_reused(native.connection_cdata(conn)))
 
 
 def server_config(**settings: Any) -> model.ServerConfig:
@@ -266,7 +265,7 @@ def connect() -> Iterator[Connect]:
             # One context (and port) per server config, reused across calls as in a worker.
             found = [(port, results) for known, port, results in servers if known is server]
             if not found:
-                found = [stack.enter_context(serving(contexts.build_context(server), server))]
+                found = [stack.enter_context(serving(context.build_context(server), server))]
                 servers.append((server, *found[0]))
             port, results = found[0]
             output = s_client(port, *args)

@@ -6,12 +6,12 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker.tls import contexts
+from mailgate.worker.tls import context
 from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
 
 
 def test_alpn_selects_the_protocol_name(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), protocol=model.Protocol.POP3))
+    ctx = context.build_context(server_config(**pki.pair(), protocol=model.Protocol.POP3))
     client, _ = handshake(ctx, client_context(alpn=[b"imap", b"pop3"]))
     assert client.get_alpn_proto_negotiated() == b"pop3"
 
@@ -35,6 +35,6 @@ def test_alpn_mismatch_is_a_fatal_no_application_protocol_alert(pki: Pki, connec
 
 
 def test_alpn_mismatch_fails_a_pyopenssl_client(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), protocol=model.Protocol.SMTP))
+    ctx = context.build_context(server_config(**pki.pair(), protocol=model.Protocol.SMTP))
     with pytest.raises(SSL.Error, match="no application protocol"):
         handshake(ctx, client_context(alpn=[b"http/1.1"]))

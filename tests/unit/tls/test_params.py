@@ -10,7 +10,7 @@ import trustme
 from OpenSSL import SSL, crypto
 
 from mailgate.config import model
-from mailgate.worker.tls import contexts
+from mailgate.worker.tls import context
 from tests.unit.tls.conftest import Connect, Pki, client_context, handshake, server_config
 
 
@@ -56,7 +56,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_conf_command_ciphersuites_changes_the_negotiated_tls13_suite(pki: Pki) -> None:
-    ctx = contexts.build_context(
+    ctx = context.build_context(
         server_config(
             **pki.pair(),
             ssl_conf_command=(conf_command("Ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"),),
@@ -68,8 +68,8 @@ def test_conf_command_ciphersuites_changes_the_negotiated_tls13_suite(pki: Pki) 
 
 def test_unknown_conf_command_fails_with_nginx_message(pki: Pki) -> None:
     server = server_config(**pki.pair(), ssl_conf_command=(conf_command("NoSuchCommand", "x"),))
-    with pytest.raises(contexts.TLSConfigError) as err:
-        contexts.build_context(server)
+    with pytest.raises(context.TLSConfigError) as err:
+        context.build_context(server)
     assert str(err.value).startswith('SSL_CONF_cmd("NoSuchCommand", "x") failed (SSL: error:')
 
 
@@ -79,7 +79,7 @@ def test_conf_command_overrides_ssl_ciphers(pki: Pki) -> None:
         ssl_protocols=("TLSv1.2",),
         ssl_conf_command=(conf_command("CipherString", "ECDHE-RSA-AES128-GCM-SHA256"),),
     )
-    _, srv = handshake(contexts.build_context(server))
+    _, srv = handshake(context.build_context(server))
     assert srv.get_cipher_name() == "ECDHE-RSA-AES128-GCM-SHA256"
 
 
@@ -96,7 +96,7 @@ def test_conf_command_certificate_is_read_from_the_configuration_folder(
             conf_command("PrivateKey", "override.key", elsewhere),
         ),
     )
-    client, _ = handshake(contexts.build_context(server))
+    client, _ = handshake(context.build_context(server))
     served = client.get_peer_certificate()
     assert served is not None
     assert (
@@ -110,8 +110,8 @@ def test_missing_conf_command_file_is_refused_by_full_name_and_line(
     server = server_config(
         **pki.pair(), ssl_conf_command=(conf_command("Certificate", "missing.crt", elsewhere),)
     )
-    with pytest.raises(contexts.TLSConfigError) as err:
-        contexts.build_context(server)
+    with pytest.raises(context.TLSConfigError) as err:
+        context.build_context(server)
     assert str(err.value) == (
         f'stat() "{elsewhere / "missing.crt"}" failed (2: No such file or directory) '
         f"in t.conf:{LINE}"
@@ -123,8 +123,8 @@ def test_conf_command_folder_that_is_a_file_is_refused(pki: Pki, elsewhere: Path
     server = server_config(
         **pki.pair(), ssl_conf_command=(conf_command("VerifyCAPath", "certs", elsewhere),)
     )
-    with pytest.raises(contexts.TLSConfigError) as err:
-        contexts.build_context(server)
+    with pytest.raises(context.TLSConfigError) as err:
+        context.build_context(server)
     assert str(err.value) == f'"{elsewhere / "certs"}" is not a directory in t.conf:{LINE}'
 
 
@@ -134,8 +134,8 @@ def test_each_folder_of_a_conf_command_folder_list_is_resolved(pki: Pki, elsewhe
     server = server_config(
         **pki.pair(), ssl_conf_command=(conf_command("VerifyCAPath", "a:b", elsewhere),)
     )
-    with pytest.raises(contexts.TLSConfigError) as err:
-        contexts.build_context(server)
+    with pytest.raises(context.TLSConfigError) as err:
+        context.build_context(server)
     assert str(err.value).startswith(f'stat() "{elsewhere / "b"}" failed')
 
 
@@ -147,7 +147,7 @@ def test_conf_command_store_given_as_a_path_is_read_from_the_configuration_folde
         **pki.pair(), ssl_conf_command=(conf_command("VerifyCAStore", "ca.pem", elsewhere),)
     )
     # From the working directory OpenSSL would find no "ca.pem" and fail.
-    contexts.build_context(server)
+    context.build_context(server)
 
 
 def test_conf_command_store_uri_is_passed_as_written(pki: Pki, elsewhere: Path) -> None:
@@ -155,9 +155,9 @@ def test_conf_command_store_uri_is_passed_as_written(pki: Pki, elsewhere: Path) 
         **pki.pair(), ssl_conf_command=(conf_command("VerifyCAStore", "file:nope.pem", elsewhere),)
     )
     with pytest.raises(
-        contexts.TLSConfigError, match=r'^SSL_CONF_cmd\("VerifyCAStore", "file:nope\.pem"\)'
+        context.TLSConfigError, match=r'^SSL_CONF_cmd\("VerifyCAStore", "file:nope\.pem"\)'
     ):
-        contexts.build_context(server)
+        context.build_context(server)
 
 
 def test_command_line_style_conf_command_is_unknown(pki: Pki, elsewhere: Path) -> None:
@@ -166,8 +166,8 @@ def test_command_line_style_conf_command_is_unknown(pki: Pki, elsewhere: Path) -
     server = server_config(
         **pki.pair(), ssl_conf_command=(conf_command("-cert", "c.pem", elsewhere),)
     )
-    with pytest.raises(contexts.TLSConfigError, match=r'^SSL_CONF_cmd\("-cert", "c\.pem"\) failed'):
-        contexts.build_context(server)
+    with pytest.raises(context.TLSConfigError, match=r'^SSL_CONF_cmd\("-cert", "c\.pem"\) failed'):
+        context.build_context(server)
 
 
 def test_curve_list_limits_the_groups(pki: Pki, connect: Connect) -> None:
@@ -177,20 +177,18 @@ def test_curve_list_limits_the_groups(pki: Pki, connect: Connect) -> None:
 
 
 def test_unknown_curve_fails_with_nginx_message(pki: Pki) -> None:
-    with pytest.raises(
-        contexts.TLSConfigError, match=r'^SSL_CTX_set1_curves_list\("nope"\) failed'
-    ):
-        contexts.build_context(server_config(**pki.pair(), ssl_ecdh_curve="nope"))
+    with pytest.raises(context.TLSConfigError, match=r'^SSL_CTX_set1_curves_list\("nope"\) failed'):
+        context.build_context(server_config(**pki.pair(), ssl_ecdh_curve="nope"))
 
 
 def test_dhparam_enables_a_dhe_cipher_under_tls12(pki: Pki, dhparam: str) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), ssl_dhparam=dhparam))
+    ctx = context.build_context(server_config(**pki.pair(), ssl_dhparam=dhparam))
     _, srv = handshake(ctx, client_context(**TLS12_DHE))
     assert srv.get_cipher_name() == "DHE-RSA-AES128-GCM-SHA256"
 
 
 def test_without_dhparam_there_is_no_dhe(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair()))
+    ctx = context.build_context(server_config(**pki.pair()))
     with pytest.raises(SSL.Error):
         handshake(ctx, client_context(**TLS12_DHE))
 
@@ -199,11 +197,11 @@ def test_dhparam_file_without_parameters_names_the_file(pki: Pki, tmp_path: Path
     bogus = tmp_path / "dh.pem"
     bogus.write_text("not pem\n")
     with pytest.raises(
-        contexts.TLSConfigError, match=rf'^PEM_read_bio_Parameters\("{bogus}"\) failed'
+        context.TLSConfigError, match=rf'^PEM_read_bio_Parameters\("{bogus}"\) failed'
     ):
-        contexts.build_context(server_config(**pki.pair(), ssl_dhparam=str(bogus)))
+        context.build_context(server_config(**pki.pair(), ssl_dhparam=str(bogus)))
 
 
 def test_certificate_compression_on_is_refused_on_openssl_30(pki: Pki) -> None:
-    with pytest.raises(contexts.TLSConfigError, match=r"ssl_certificate_compression on.*3\.2"):
-        contexts.build_context(server_config(**pki.pair(), ssl_certificate_compression=True))
+    with pytest.raises(context.TLSConfigError, match=r"ssl_certificate_compression on.*3\.2"):
+        context.build_context(server_config(**pki.pair(), ssl_certificate_compression=True))

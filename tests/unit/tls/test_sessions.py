@@ -10,7 +10,7 @@ import pytest
 from OpenSSL import SSL
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, contexts
+from mailgate.worker.tls import client_cert, context, verify_setup
 from tests.unit.tls.conftest import (
     Connect,
     Pki,
@@ -35,17 +35,17 @@ def cache(**settings: Any) -> model.SessionCache:
 
 
 def test_builtin_cache_resumes_a_tls12_session_id(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), ssl_session_cache=cache(builtin=True)))
+    ctx = context.build_context(server_config(**pki.pair(), ssl_session_cache=cache(builtin=True)))
     assert resumes(ctx, **TLS12_NO_TICKET)
 
 
 def test_cache_off_never_resumes_a_session_id(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), ssl_session_cache=cache(off=True)))
+    ctx = context.build_context(server_config(**pki.pair(), ssl_session_cache=cache(off=True)))
     assert not resumes(ctx, **TLS12_NO_TICKET)
 
 
 def test_cache_none_issues_ids_but_stores_nothing(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair()))
+    ctx = context.build_context(server_config(**pki.pair()))
     first, _ = handshake(ctx, client_context(**TLS12_NO_TICKET))
     assert first.get_session() is not None
     assert not resumes(ctx, **TLS12_NO_TICKET)
@@ -55,22 +55,20 @@ def test_shared_cache_resumes_on_another_context(pki: Pki) -> None:
     server = server_config(
         **pki.pair(), ssl_session_cache=cache(shared_name="SSL", shared_size=1 << 20)
     )
-    assert resumes(
-        contexts.build_context(server), contexts.build_context(server), **TLS12_NO_TICKET
-    )
+    assert resumes(context.build_context(server), context.build_context(server), **TLS12_NO_TICKET)
 
 
 def test_default_tickets_resume_without_a_cache(pki: Pki) -> None:
-    assert resumes(contexts.build_context(server_config(**pki.pair())))
+    assert resumes(context.build_context(server_config(**pki.pair())))
 
 
 def test_session_timeout_is_applied(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), ssl_session_timeout=42.0))
+    ctx = context.build_context(server_config(**pki.pair(), ssl_session_timeout=42.0))
     assert ctx.get_timeout() == 42
 
 
 def test_removed_session_does_not_resume(pki: Pki) -> None:
-    ctx = contexts.build_context(server_config(**pki.pair(), ssl_session_cache=cache(builtin=True)))
+    ctx = context.build_context(server_config(**pki.pair(), ssl_session_cache=cache(builtin=True)))
     first, srv = handshake(ctx, client_context(**TLS12_NO_TICKET))
     client_cert.remove_session(srv)
     _, again = handshake(ctx, client_context(**TLS12_NO_TICKET), first.get_session())
@@ -85,23 +83,23 @@ def key_file(tmp_path: Path) -> str:
 
 def test_ticket_resumes_on_another_context_of_the_same_server(pki: Pki, tmp_path: Path) -> None:
     server = server_config(**pki.pair(), ssl_session_ticket_key=(key_file(tmp_path),))
-    assert resumes(contexts.build_context(server), contexts.build_context(server))
+    assert resumes(context.build_context(server), context.build_context(server))
 
 
 def test_ticket_never_resumes_on_a_server_with_other_certificates(pki: Pki, tmp_path: Path) -> None:
     keys = (key_file(tmp_path),)
-    rsa = contexts.build_context(server_config(**pki.pair("rsa"), ssl_session_ticket_key=keys))
-    ecdsa = contexts.build_context(server_config(**pki.pair("ecdsa"), ssl_session_ticket_key=keys))
+    rsa = context.build_context(server_config(**pki.pair("rsa"), ssl_session_ticket_key=keys))
+    ecdsa = context.build_context(server_config(**pki.pair("ecdsa"), ssl_session_ticket_key=keys))
     assert not resumes(rsa, ecdsa)
 
 
 def test_ticket_never_resumes_on_a_server_with_other_client_cas(pki: Pki, tmp_path: Path) -> None:
     common = {**pki.pair(), "ssl_session_ticket_key": (key_file(tmp_path),)}
     verify = {"ssl_verify_client": model.VerifyClient.OPTIONAL}
-    one = contexts.build_context(
+    one = context.build_context(
         server_config(**common, **verify, ssl_client_certificate=str(pki.ca))
     )
-    other = contexts.build_context(
+    other = context.build_context(
         server_config(**common, **verify, ssl_client_certificate=str(pki.other_ca))
     )
     assert not resumes(one, other)
@@ -135,8 +133,8 @@ def test_ticket_never_resumes_on_a_server_with_another_verification_policy(
 ) -> None:
     keys = (key_file(tmp_path),)
     resolved = {k: str(getattr(pki, v)) if isinstance(v, str) else v for k, v in other.items()}
-    one = contexts.build_context(policy(pki, keys))
-    another = contexts.build_context(policy(pki, keys, **resolved))
+    one = context.build_context(policy(pki, keys))
+    another = context.build_context(policy(pki, keys, **resolved))
     assert not resumes(one, another)
     assert not resumes(another, one)
 
@@ -146,8 +144,8 @@ def test_ticket_resumes_on_another_server_with_the_same_verification_policy(
 ) -> None:
     keys = (key_file(tmp_path),)
     settings = {"ssl_trusted_certificate": str(pki.other_ca), "ssl_crl": str(pki.crl)}
-    one = contexts.build_context(policy(pki, keys, **settings))
-    another = contexts.build_context(policy(pki, keys, **settings))
+    one = context.build_context(policy(pki, keys, **settings))
+    another = context.build_context(policy(pki, keys, **settings))
     assert resumes(one, another)
 
 
@@ -155,20 +153,18 @@ def test_ticket_never_resumes_after_the_crl_file_changed_in_place(pki: Pki, tmp_
     """The file's contents count, not its name: a reload with a new CRL ends old sessions."""
     keys, crl = (key_file(tmp_path),), tmp_path / "crl.pem"
     crl.write_bytes(pki.crl.read_bytes())
-    before = contexts.build_context(policy(pki, keys, ssl_crl=str(crl)))
+    before = context.build_context(policy(pki, keys, ssl_crl=str(crl)))
     crl.write_bytes(pki.crl.read_bytes() + b"\n")
-    after = contexts.build_context(policy(pki, keys, ssl_crl=str(crl)))
+    after = context.build_context(policy(pki, keys, ssl_crl=str(crl)))
     assert not resumes(before, after)
 
 
 def test_session_id_from_the_shared_zone_never_resumes_under_another_crl(pki: Pki) -> None:
     shared = cache(shared_name="POLICY", shared_size=1 << 20)
-    one = contexts.build_context(policy(pki, (), ssl_session_cache=shared))
-    another = contexts.build_context(
-        policy(pki, (), ssl_session_cache=shared, ssl_crl=str(pki.crl))
-    )
+    one = context.build_context(policy(pki, (), ssl_session_cache=shared))
+    another = context.build_context(policy(pki, (), ssl_session_cache=shared, ssl_crl=str(pki.crl)))
     assert resumes(
-        one, contexts.build_context(policy(pki, (), ssl_session_cache=shared)), **TLS12_NO_TICKET
+        one, context.build_context(policy(pki, (), ssl_session_cache=shared)), **TLS12_NO_TICKET
     )
     assert not resumes(one, another, **TLS12_NO_TICKET)
 
@@ -180,8 +176,8 @@ def test_ticket_never_resumes_on_a_server_whose_conf_command_sets_another_ca(
     command = model.ConfCommand(
         "VerifyCAFile", str(pki.other_ca), str(tmp_path), model.Source("test.conf", 1)
     )
-    one = contexts.build_context(policy(pki, keys))
-    another = contexts.build_context(policy(pki, keys, ssl_conf_command=(command,)))
+    one = context.build_context(policy(pki, keys))
+    another = context.build_context(policy(pki, keys, ssl_conf_command=(command,)))
     assert not resumes(one, another)
 
 
@@ -189,13 +185,13 @@ def test_policy_of_a_server_without_verification_reads_no_file(tmp_path: Path) -
     """As nginx, ``ssl_verify_client off`` leaves the CA and CRL files unread."""
     missing = str(tmp_path / "missing.pem")
     server = server_config(ssl_client_certificate=missing, ssl_crl=missing)
-    assert client_cert.policy_digest(server) == client_cert.policy_digest(server_config())
+    assert verify_setup.policy_digest(server) == verify_setup.policy_digest(server_config())
 
 
 def test_policy_file_that_cannot_be_read_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
     gone = tmp_path / "gone.pem"
-    with pytest.raises(contexts.TLSConfigError, match=f'^open\\(\\) "{gone}" failed \\(2: '):
-        client_cert.policy_digest(policy(pki, (), ssl_crl=str(gone)))
+    with pytest.raises(context.TLSConfigError, match=f'^open\\(\\) "{gone}" failed \\(2: '):
+        verify_setup.policy_digest(policy(pki, (), ssl_crl=str(gone)))
 
 
 def test_s_client_resumes_a_tls12_session_from_the_builtin_cache(

@@ -20,7 +20,7 @@ from OpenSSL import SSL
 from mailgate.config import model
 from mailgate.worker.io.loop import Loop
 from mailgate.worker.io.stream import Stream
-from mailgate.worker.tls import contexts
+from mailgate.worker.tls import context
 
 
 class Echo:
@@ -111,7 +111,7 @@ def ctx(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> SSL.Context
         ssl_certificate=(str(folder / "cert.pem"),),
         ssl_certificate_key=(str(folder / "key.pem"),),
     )
-    return contexts.build_context(server)
+    return context.build_context(server)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from OpenSSL import SSL
 
-from mailgate.worker.tls import contexts, libssl, ticket_key_files
+from mailgate.worker.tls import context, native, ticket_key_files
 from tests.unit.tls.conftest import (
     Connect,
     Pki,
@@ -42,13 +42,13 @@ def test_80_byte_file_is_name_hmac_aes() -> None:
 def test_other_sizes_are_refused_with_nginx_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(b"x" * 64)
-    with pytest.raises(contexts.TLSConfigError, match=rf'^"{path}" must be 48 or 80 bytes$'):
+    with pytest.raises(context.TLSConfigError, match=rf'^"{path}" must be 48 or 80 bytes$'):
         ticket_key_files.load_keys([str(path)])
 
 
 def test_missing_key_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "none.key"
-    with pytest.raises(contexts.TLSConfigError, match=rf'^open\(\) "{path}" failed \(2: '):
+    with pytest.raises(context.TLSConfigError, match=rf'^open\(\) "{path}" failed \(2: '):
         ticket_key_files.load_keys([str(path)])
 
 
@@ -61,14 +61,14 @@ def write_key(tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
 
 def ticket_name(session: SSL.Session) -> bytes:
     """The key name that starts the ticket (OpenSSL's ticket layout: name | IV | ...)."""
-    ffi, ssl_lib, _ = libssl.native()
+    ffi, ssl_lib, _ = native.libraries()
     data, size = ffi.new("const unsigned char **"), ffi.new("size_t *")
-    ssl_lib.SSL_SESSION_get0_ticket(libssl.session_ptr(session), data, size)
+    ssl_lib.SSL_SESSION_get0_ticket(native.session_ptr(session), data, size)
     return bytes(ffi.buffer(data[0], size[0]))[:16]
 
 
-def context(pki: Pki, *keys: str) -> SSL.Context:
-    return contexts.build_context(server_config(**pki.pair(), ssl_session_ticket_key=keys))
+def keyed_context(pki: Pki, *keys: str) -> SSL.Context:
+    return context.build_context(server_config(**pki.pair(), ssl_session_ticket_key=keys))
 
 
 @pytest.fixture(params=[48, 80])
@@ -77,16 +77,16 @@ def keys(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, tuple[str,
 
 
 def test_first_key_seals_new_tickets(pki: Pki, keys: dict[str, tuple[str, bytes]]) -> None:
-    client, _ = handshake(context(pki, keys["a"][0], keys["b"][0]), client_context(**TLS12))
+    client, _ = handshake(keyed_context(pki, keys["a"][0], keys["b"][0]), client_context(**TLS12))
     assert ticket_name(client.get_session()) == keys["a"][1]
 
 
 def test_ticket_from_a_later_key_resumes_and_is_renewed_with_the_first(
     pki: Pki, keys: dict[str, tuple[str, bytes]]
 ) -> None:
-    old, _ = handshake(context(pki, keys["b"][0]), client_context(**TLS12))
+    old, _ = handshake(keyed_context(pki, keys["b"][0]), client_context(**TLS12))
     client, srv = handshake(
-        context(pki, keys["a"][0], keys["b"][0]), client_context(**TLS12), old.get_session()
+        keyed_context(pki, keys["a"][0], keys["b"][0]), client_context(**TLS12), old.get_session()
     )
     assert session_reused(srv)
     assert ticket_name(client.get_session()) == keys["a"][1]
@@ -95,7 +95,7 @@ def test_ticket_from_a_later_key_resumes_and_is_renewed_with_the_first(
 def test_ticket_from_the_first_key_is_not_renewed_under_tls12(
     pki: Pki, keys: dict[str, tuple[str, bytes]]
 ) -> None:
-    ctx = context(pki, keys["a"][0], keys["b"][0])
+    ctx = keyed_context(pki, keys["a"][0], keys["b"][0])
     old, _ = handshake(ctx, client_context(**TLS12))
     client, srv = handshake(ctx, client_context(**TLS12), old.get_session())
     assert session_reused(srv)
@@ -105,8 +105,8 @@ def test_ticket_from_the_first_key_is_not_renewed_under_tls12(
 def test_ticket_from_an_unknown_key_gets_a_full_handshake(
     pki: Pki, keys: dict[str, tuple[str, bytes]]
 ) -> None:
-    old, _ = handshake(context(pki, keys["b"][0]), client_context(**TLS12))
-    _, srv = handshake(context(pki, keys["a"][0]), client_context(**TLS12), old.get_session())
+    old, _ = handshake(keyed_context(pki, keys["b"][0]), client_context(**TLS12))
+    _, srv = handshake(keyed_context(pki, keys["a"][0]), client_context(**TLS12), old.get_session())
     assert not session_reused(srv)
 
 

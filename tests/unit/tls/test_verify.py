@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mailgate.config import model
-from mailgate.worker.tls import client_cert, contexts
+from mailgate.worker.tls import client_cert, context
 from tests.unit.tls.conftest import Connect, Pki, handshake, server_config
 
 Reply = client_cert.VerifyReply
@@ -109,7 +109,7 @@ def test_trusted_certificate_names_are_not_sent(pki: Pki, connect: Connect) -> N
 
 def test_verify_off_reports_nothing(pki: Pki) -> None:
     server = server_config(**pki.pair())
-    _, srv = handshake(contexts.build_context(server))
+    _, srv = handshake(context.build_context(server))
     assert client_cert.verify_result(srv, server) == client_cert.VerifyOutcome("", 0, Reply.NONE)
 
 

@@ -404,7 +404,7 @@ def test_parse_reply_keeps_raw_ptr_bytes() -> None:
     reply.answer.append(rrset)
     answer = wire.parse_reply(query, reply.to_wire())
     assert answer is not None
-    assert answer.values == ("evil\r\nX-Injected: 1.test",)
+    assert answer.values == ("evil\r\nx-injected: 1.test",)  # lower-cased, as nginx
     assert wire.host_name(answer.values[0]) is None
 
 
@@ -415,6 +415,62 @@ def test_parse_reply_error_codes_and_truncation() -> None:
     truncated = reply_to(query)
     truncated.flags |= dns.flags.TC
     assert wire.parse_reply(query, truncated.to_wire()) == wire.Answer(wire.SERVFAIL)
+
+
+PTR_QUERY = wire.make_query(dns.name.from_text("5.2.0.192.in-addr.arpa"), wire.PTR)
+A_QUERY = wire.make_query(dns.name.from_text("mail.test"), wire.A)
+
+
+def with_flags(reply: dns.message.Message, flags: int) -> dns.message.Message:
+    reply.flags |= flags
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("query", "reply"),
+    [
+        (PTR_QUERY, reply_to(PTR_QUERY, rcode=dns.rcode.FORMERR)),
+        (PTR_QUERY, reply_to(PTR_QUERY, rcode=dns.rcode.NOTAUTH)),
+        (
+            PTR_QUERY,
+            with_flags(
+                reply_to(PTR_QUERY, "5.2.0.192.in-addr.arpa. 60 IN PTR mail.test."), dns.flags.AD
+            ),
+        ),
+        (PTR_QUERY, reply_to(PTR_QUERY, "5.2.0.192.in-addr.arpa. 60 CH PTR mail.test.")),
+        (PTR_QUERY, reply_to(PTR_QUERY, "2.0.192.in-addr.arpa. 60 IN DNAME d.test.")),
+        (PTR_QUERY, reply_to(PTR_QUERY, "5.2.0.192.in-addr.arpa. 60 IN CNAME 5.d.test.")),
+        (A_QUERY, reply_to(A_QUERY, "mail.test. 60 IN AAAA 2001:db8::5")),
+    ],
+    ids=["formerr", "notauth", "ad-flag", "class-ch", "dname-alone", "cname-alone", "aaaa-in-a"],
+)
+def test_parse_reply_drops_what_nginx_drops(query: wire.Query, reply: dns.message.Message) -> None:
+    assert wire.parse_reply(query, reply.to_wire()) is None
+
+
+def test_ptr_answer_is_the_first_ptr_record_whatever_its_owner_in_lower_case() -> None:
+    reply = reply_to(
+        PTR_QUERY,
+        "5.2.0.192.in-addr.arpa. 60 IN CNAME 5.d.test.",
+        "elsewhere.test. 30 IN PTR Mail.TEST.",
+        "other.test. 60 IN PTR second.test.",
+    )
+    assert wire.parse_reply(PTR_QUERY, reply.to_wire()) == wire.Answer(0, ("mail.test",), 30)
+
+
+def test_empty_ptr_answer_is_host_not_found_even_when_truncated() -> None:
+    truncated = with_flags(reply_to(PTR_QUERY), dns.flags.TC)
+    assert wire.parse_reply(PTR_QUERY, truncated.to_wire()) == wire.Answer(3)
+
+
+def test_address_records_count_whatever_their_owner() -> None:
+    reply = reply_to(A_QUERY, "elsewhere.test. 60 IN A 192.0.2.5")
+    assert wire.parse_reply(A_QUERY, reply.to_wire()) == wire.Answer(0, ("192.0.2.5",), 60)
+
+
+def test_address_answer_without_usable_records_is_marked_unusable() -> None:
+    reply = reply_to(A_QUERY, "test. 60 IN DNAME d.test.")
+    assert wire.parse_reply(A_QUERY, reply.to_wire()) == wire.Answer(0, (), 60, unusable=True)
 
 
 def test_records_helper_builds_dnsmasq_arguments(tmp_path: Path) -> None:
@@ -462,6 +518,7 @@ def test_asks_again_for_a_cname_the_server_left_unresolved(loop: Loop) -> None:
         {
             ("5.2.0.192.in-addr.arpa.", "PTR"): ["5.2.0.192.in-addr.arpa. 60 IN PTR alias.test."],
             ("alias.test.", "A"): ["alias.test. 60 IN CNAME real.test."],
+            ("alias.test.", "AAAA"): ["alias.test. 60 IN CNAME real.test."],
             ("real.test.", "A"): ["real.test. 60 IN A 192.0.2.5"],
         },
     )

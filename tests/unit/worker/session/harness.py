@@ -19,6 +19,7 @@ from mailgate.worker.io.loop import Loop
 from mailgate.worker.process import accept
 from mailgate.worker.session.factory import SessionFactory
 from mailgate.worker.session.session import Session
+from mailgate.worker.tls.context import Contexts
 
 # answer(all bytes received on this connection so far) -> (reply, close after it) or None
 Answer = Callable[[bytes], tuple[bytes, bool] | None]
@@ -157,7 +158,7 @@ class Harness:
         self.config = loader.load(str(conf))
         self.server = self.config.servers[0]
         self.log = Log()
-        self.factory = SessionFactory(self.config, self.log, {})
+        self.factory = SessionFactory(self.config, self.log, Contexts(self.config.servers, {}))
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.session: Session | None = None
         self.client: socket.socket | None = None

@@ -1,21 +1,32 @@
-"""Direct calls into the system ``libssl.so.3``, beside pyOpenSSL.
+"""The one place that touches OpenSSL below pyOpenSSL's public API.
 
-pyOpenSSL (through cryptography's bindings) lacks the server-side session-cache callbacks,
-the ticket-key callback, per-certificate chains, groups, ``SSL_CONF_cmd`` and more. We bind
-them here with cffi in ABI mode and apply them to pyOpenSSL's own ``SSL_CTX``/``SSL``
-pointers. That is only sound when both bindings run on the one libssl loaded in the
-process; :func:`check` proves it before anything else uses TLS. Debian's
-``python3-openssl``/``python3-cryptography`` link the system library; PyPI's cryptography
-wheel carries a private static OpenSSL and fails the check.
+Two kinds of access live here and nowhere else:
+
+* mailgate's own cffi binding of the system ``libssl.so.3``/``libcrypto.so.3`` (ABI mode).
+  pyOpenSSL (through cryptography's bindings) lacks the server-side session-cache callbacks,
+  the ticket-key callback, per-certificate chains, groups, ``SSL_CONF_cmd`` and more. They
+  are applied to pyOpenSSL's own ``SSL_CTX``/``SSL`` pointers. That is only sound when both
+  bindings run on the one libssl loaded in the process; :func:`check` proves it before
+  anything else uses TLS. Debian's ``python3-openssl``/``python3-cryptography`` link the
+  system library; PyPI's cryptography wheel carries a private static OpenSSL and fails it.
+* pyOpenSSL's private names (``OpenSSL._util``, ``Context._context``, ``Connection``'s
+  attributes and ``_raise_ssl_error``, ``X509._x509``, ``Session._session``), fenced at the
+  end of this module, each with the reason it is used. They are pyOpenSSL 23's (Debian 12);
+  ``tests/unit/tls/test_native.py`` fails when the installed pyOpenSSL changes any of them.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
+import socket
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pyOpenSSL is imported late at run time, so that -V can report its absence
+    from OpenSSL import SSL
 
 LIBSSL_SONAME = "libssl.so.3"
 
@@ -176,8 +187,8 @@ def _binding() -> tuple[Any, Any]:
 def _inspect() -> LibsslReport:
     try:
         import OpenSSL
-        from OpenSSL._util import ffi as py_ffi
-        from OpenSSL._util import lib as py_lib
+
+        py_ffi, py_lib = pyopenssl_binding()
     except ImportError as err:
         return LibsslReport("?", "not installed", "?", "?", False, f"pyOpenSSL: {err}")
 
@@ -229,16 +240,15 @@ def check() -> LibsslReport:
 ERR_TXT_STRING = 0x02
 
 
-def native() -> tuple[Any, Any, Any]:
+def libraries() -> tuple[Any, Any, Any]:
     """``(ffi, libssl, libcrypto)`` after :func:`check` proved pyOpenSSL runs on them."""
     check()
     return _libraries()
 
 
 def _cast(ctype: str, their_pointer: Any) -> Any:
-    from OpenSSL._util import ffi as py_ffi
-
-    ffi = native()[0]
+    py_ffi = pyopenssl_binding()[0]
+    ffi = libraries()[0]
     return ffi.cast(ctype, int(py_ffi.cast("uintptr_t", their_pointer)))
 
 
@@ -267,7 +277,7 @@ def error_text() -> str:
 
     Empty when the queue is empty, as nginx prints nothing then.
     """
-    ffi, _, crypto = native()
+    ffi, _, crypto = libraries()
     data = ffi.new("const char **")
     flags = ffi.new("int *")
     buf = ffi.new("char[256]")
@@ -284,7 +294,7 @@ def error_text() -> str:
 
 def clear_errors() -> None:
     """Forget stale errors before a call whose failure we are about to describe."""
-    native()[2].ERR_clear_error()
+    libraries()[2].ERR_clear_error()
 
 
 @functools.cache
@@ -294,9 +304,8 @@ def has_pending() -> Callable[[Any], bool]:
     Hot path (after every short TLS read): cryptography's binding lacks the function, so the
     pointer crosses to this binding as an address; the types are looked up once, here.
     """
-    from OpenSSL._util import ffi as py_ffi
-
-    ffi, lib, _ = native()
+    py_ffi = pyopenssl_binding()[0]
+    ffi, lib, _ = libraries()
     ssl_type, address = ffi.typeof("SSL *"), py_ffi.typeof("uintptr_t")
     cast, their_cast, pending = ffi.cast, py_ffi.cast, lib.SSL_has_pending
     return lambda ssl: bool(pending(cast(ssl_type, int(their_cast(address, ssl)))))
@@ -310,3 +319,89 @@ _KEEP_ALIVE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictiona
 def keep_alive(ctx: Any, *objects: Any) -> None:
     """Keep ``objects`` (cffi callbacks, buffers) alive as long as ``ctx`` is."""
     _KEEP_ALIVE.setdefault(ctx, []).extend(objects)
+
+
+# -- pyOpenSSL's privates --------------------------------------------------------------------
+# Everything below reaches into pyOpenSSL 23 beyond its public API. Each name is pinned by
+# tests/unit/tls/test_native.py against the installed pyOpenSSL.
+
+
+def pyopenssl_binding() -> tuple[Any, Any]:
+    """pyOpenSSL's own cffi ``(ffi, lib)`` (private ``OpenSSL._util``).
+
+    The stream's hot path (handshake, read, write, shutdown) calls ``SSL_*`` through it on
+    the ``SSL *`` it made with it: the same functions pyOpenSSL's methods call, without their
+    exception for every ``WANT_READ`` and their fresh buffer per read. Pointers made here need
+    no :func:`check`: they never cross into mailgate's binding. Callers hoist the result to
+    module level, so no call is added per read or write.
+    """
+    from OpenSSL._util import ffi, lib
+
+    return ffi, lib
+
+
+# ``Context._context``: the ``SSL_CTX *`` in pyOpenSSL's binding, for SSL_new() in the stream
+# (which makes its ``SSL *`` itself, see :func:`connection`). attrgetter: no Python frame.
+context_cdata: Callable[[SSL.Context], Any] = operator.attrgetter("_context")
+
+# ``Connection._ssl``: the ``SSL *`` in pyOpenSSL's binding (tests ask it SSL_session_reused).
+connection_cdata: Callable[[SSL.Connection], Any] = operator.attrgetter("_ssl")
+
+
+def set_read_ahead(ctx: SSL.Context) -> None:
+    """``SSL_CTX_set_read_ahead(ctx, 1)``, which pyOpenSSL 23 does not offer."""
+    pyopenssl_binding()[1].SSL_CTX_set_read_ahead(ctx._context, 1)
+
+
+# What SSL.Connection.__init__ (pyOpenSSL 23) sets on the instance; :func:`connection` sets
+# exactly these, and the test compares them with a real Connection's __dict__.
+CONNECTION_ATTRIBUTES = frozenset(
+    {
+        "_ssl",
+        "_context",
+        "_app_data",
+        "_alpn_select_callback_args",
+        "_verify_helper",
+        "_verify_callback",
+        "_cookie_generate_helper",
+        "_cookie_verify_helper",
+        "_socket",
+        "_into_ssl",
+        "_from_ssl",
+    }
+)
+
+
+def connection(ssl: Any, ctx: SSL.Context, sock: socket.socket) -> SSL.Connection:
+    """A pyOpenSSL ``Connection`` around an ``SSL *`` made elsewhere: the attributes its
+    constructor sets (pyOpenSSL 23), without a second ``SSL_new``. It is left out of the
+    reverse mapping that pyOpenSSL's own callbacks use; mailgate sets none of those.
+
+    The stream makes its ``SSL *`` itself because the constructor (mode, weak reverse
+    mapping, fd lookup) was a visible share of a resumption's Python time; this object is
+    built later, for the few callers that read certificates or ALPN once per login.
+    """
+    from OpenSSL import SSL
+
+    conn: SSL.Connection = SSL.Connection.__new__(SSL.Connection)
+    conn.__dict__.update(
+        _ssl=ssl,
+        _context=ctx,
+        _app_data=None,
+        _alpn_select_callback_args=None,
+        _verify_helper=getattr(ctx, "_verify_helper", None),
+        _verify_callback=getattr(ctx, "_verify_callback", None),
+        _cookie_generate_helper=getattr(ctx, "_cookie_generate_helper", None),
+        _cookie_verify_helper=getattr(ctx, "_cookie_verify_helper", None),
+        _socket=sock,
+        _into_ssl=None,
+        _from_ssl=None,
+    )
+    return conn
+
+
+def raise_ssl_error(conn: SSL.Connection, ssl: Any, result: int) -> None:
+    """pyOpenSSL's own exception for a failed call on ``ssl`` (``Connection._raise_ssl_error``):
+    the stream's errors then read exactly as pyOpenSSL's methods would word them. Returns
+    only when OpenSSL reports no error."""
+    conn._raise_ssl_error(ssl, result)

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
-from OpenSSL._util import lib as py_lib
 
 from mailgate.config import model
 from mailgate.shm import zones
 from mailgate.worker.tls import (
-    client_cert,
-    libssl,
+    native,
     params,
     session_cache,
     ticket_key_files,
     ticket_key_zone,
+    verify_setup,
 )
 from mailgate.worker.tls.errors import TLSConfigError
 
@@ -63,19 +62,54 @@ _OP_IGNORE_UNEXPECTED_EOF = 1 << 7
 
 # ngx_mail_ssl_sess_id_ctx: the string that starts every mail session ID context.
 SESSION_ID_CONTEXT_PREFIX = b"MAIL"
-SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 SSL_CTRL_CHAIN_CERT = 89  # SSL_CTX_add1_chain_cert(): larg 1 = take a reference (88 is set0_chain)
 
-__all__ = ["TLSConfigError", "build_context", "build_contexts"]
+__all__ = ["Contexts", "TLSConfigError", "build_context", "build_contexts"]
 
 
-def build_contexts(config: model.Config) -> dict[int, SSL.Context]:
+class Contexts(Mapping[int, SSL.Context]):
+    """The TLS contexts of one config generation: one per TLS-enabled ``server {}``, keyed by
+    the server's index in ``config.servers``. Built in the master before fork (and by
+    ``mailgate -t``); the workers inherit them and find one per connection with
+    :meth:`for_server`."""
+
+    __slots__ = ("_by_index", "_by_server")
+
+    def __init__(
+        self, servers: Sequence[model.ServerConfig], by_index: Mapping[int, SSL.Context]
+    ) -> None:
+        self._by_index = dict(by_index)
+        # A worker hands each session the very ServerConfig object of ``servers``, so its
+        # identity finds the context: hashing a frozen ServerConfig (every directive of the
+        # block) costs about ten times as much, on every connection.
+        self._by_server = {
+            id(server): self._by_index[index]
+            for index, server in enumerate(servers)
+            if index in self._by_index
+        }
+
+    def __getitem__(self, index: int) -> SSL.Context:
+        return self._by_index[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._by_index)
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def for_server(self, server: model.ServerConfig) -> SSL.Context | None:
+        """The context of ``server`` (one of the ``servers`` given); None without TLS."""
+        return self._by_server.get(id(server))
+
+
+def build_contexts(config: model.Config) -> Contexts:
     """One context for each server that needs TLS, keyed by its index in ``config.servers``."""
-    return {
+    by_index = {
         index: build_context(server)
         for index, server in enumerate(config.servers)
         if server.tls_enabled
     }
+    return Contexts(config.servers, by_index)
 
 
 def build_context(server: model.ServerConfig) -> SSL.Context:
@@ -90,13 +124,13 @@ def build_context(server: model.ServerConfig) -> SSL.Context:
     # As nginx: OpenSSL reads whatever the socket holds into its buffer instead of a record
     # header and then its body, two system calls per record (a TLS 1.2 handshake's last flight
     # is three records). The stream asks SSL_has_pending() before it waits for the socket.
-    py_lib.SSL_CTX_set_read_ahead(ctx._context, 1)
+    native.set_read_ahead(ctx)
     _apply_protocols(ctx, server.ssl_protocols)
     params.apply_alpn(ctx, server.protocol)
     _apply_ciphers(ctx, server)
     leaves = _apply_certificates(ctx, server)
     _apply_certificate_compression(server)
-    client_cert.apply_verification(ctx, server)
+    verify_setup.apply_verification(ctx, server)
     params.apply_dhparam(ctx, server.ssl_dhparam)
     params.apply_ecdh_curve(ctx, server.ssl_ecdh_curve)
     zone = _apply_session_cache(ctx, server, leaves)
@@ -129,7 +163,7 @@ def _apply_certificate_compression(server: model.ServerConfig) -> None:
     if server.ssl_certificate_compression:
         raise TLSConfigError(
             '"ssl_certificate_compression on" needs OpenSSL 3.2 or later; the system '
-            f'OpenSSL is "{libssl.report().system_version}" in {server.source}'
+            f'OpenSSL is "{native.report().system_version}" in {server.source}'
         )
 
 
@@ -163,23 +197,18 @@ def _apply_session_cache(
         ctx.set_session_cache_mode(
             SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_AUTO_CLEAR | SSL.SESS_CACHE_NO_INTERNAL_STORE
         )
-        _set_cache_size(ctx, 1)
+        session_cache.set_cache_size(ctx, 1)
         return None
     ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-    _set_cache_size(ctx, _builtin_size(cache))
+    session_cache.set_cache_size(ctx, _builtin_size(cache))
     return None
-
-
-def _set_cache_size(ctx: SSL.Context, sessions: int) -> None:
-    ffi, ssl_lib, _ = libssl.native()  # SSL_CTX_sess_set_cache_size() is a macro over this
-    ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_SET_SESS_CACHE_SIZE, sessions, ffi.NULL)
 
 
 def _session_id_context(
     ctx: SSL.Context, server: model.ServerConfig, leaves: list[x509.Certificate]
 ) -> bytes:
     """SHA-256 over "MAIL", each certificate's SHA-1, each client CA name's SHA-1 and the
-    digest of the whole client-certificate policy (:func:`client_cert.policy_digest`).
+    digest of the whole client-certificate policy (:func:`verify_setup.policy_digest`).
 
     OpenSSL resumes a session, by ID or by ticket, only where its context matches, so a
     session made under one server block never resumes under another that would have judged
@@ -189,9 +218,9 @@ def _session_id_context(
     digest = hashlib.sha256(SESSION_ID_CONTEXT_PREFIX)
     for leaf in leaves:
         digest.update(leaf.fingerprint(hashes.SHA1()))
-    for name_digest in client_cert.client_ca_name_digests(ctx):
+    for name_digest in verify_setup.client_ca_name_digests(ctx):
         digest.update(name_digest)
-    digest.update(client_cert.policy_digest(server))
+    digest.update(verify_setup.policy_digest(server))
     return digest.digest()
 
 
@@ -244,15 +273,15 @@ def _use_certificate(ctx: SSL.Context, value: str) -> x509.Certificate:
     ctx.use_certificate(crypto.X509.from_cryptography(leaf))
     # Each chain belongs to the certificate just set (RSA and ECDSA chains differ);
     # add_extra_chain_cert would send one shared chain with whichever leaf is chosen.
-    ssl_lib = libssl.native()[1]
+    ssl_lib = native.libraries()[1]
     for extra in chain:
         cert = crypto.X509.from_cryptography(extra)  # keeps the X509 alive across the call
         if (
-            ssl_lib.SSL_CTX_ctrl(libssl.ctx_ptr(ctx), SSL_CTRL_CHAIN_CERT, 1, libssl.x509_ptr(cert))
+            ssl_lib.SSL_CTX_ctrl(native.ctx_ptr(ctx), SSL_CTRL_CHAIN_CERT, 1, native.x509_ptr(cert))
             != 1
         ):
             raise TLSConfigError(
-                f'SSL_CTX_add1_chain_cert("{_display(value)}") failed{libssl.error_text()}'
+                f'SSL_CTX_add1_chain_cert("{_display(value)}") failed{native.error_text()}'
             )
     return leaf
 
