@@ -30,7 +30,7 @@ from mailgate.master.pidfile import PidFile
 from mailgate.worker.io.loop import drain
 from mailgate.worker.process import (
     BOOT_ERROR,
-    Handler,
+    ConnectionHandler,
     Listening,
     Worker,
     WorkerBootError,
@@ -85,7 +85,7 @@ class Arbiter:
         daemonized: bool = False,
         pidfile: PidFile | None = None,
         old_master: int = 0,
-        handler: Handler | None = None,
+        handler: ConnectionHandler | None = None,
         metrics: MetricsServer | None = None,
     ) -> None:
         self.current = current

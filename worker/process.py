@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +33,7 @@ from mailgate.worker.io.loop import Loop, drain
 from mailgate.worker.io.stream import socket_family
 from mailgate.worker.observe import batching
 from mailgate.worker.observe import metrics as worker_metrics
-from mailgate.worker.session.session import SessionFactory
+from mailgate.worker.session.factory import SessionFactory
 
 if TYPE_CHECKING:  # at run time the master builds them after native.check() (cli.Paths.build)
     from mailgate.worker.tls.context import Contexts
@@ -93,9 +93,29 @@ class Listening:
 # empty) for a UNIX socket.
 Peer = Any
 
-# Called once per accepted connection. A session that outlives the call registers its
-# sockets in ``loop.selector`` and calls ``loop.track(self)``.
-Handler = Callable[[socket.socket, Peer, model.Listen, model.ServerConfig, Loop], None]
+
+class ConnectionHandler(Protocol):
+    """What a worker needs of its connection handler (mail's is ``SessionFactory``).
+
+    Declared here, by the worker that calls it, so the worker depends on no session class.
+    """
+
+    def __call__(
+        self,
+        sock: socket.socket,
+        peer: Peer,
+        listen: model.Listen,
+        server: model.ServerConfig,
+        loop: Loop,
+    ) -> None:
+        """Take over an accepted, non-blocking socket. A connection that outlives the call
+        registers its sockets in ``loop.selector`` and calls ``loop.track(self)``."""
+
+    def open_logs(self) -> None:
+        """Open the handler's own log files: in a new worker, before it drops privileges."""
+
+    def reopen(self) -> None:
+        """USR1: reopen the handler's own log files."""
 
 
 def accept(listener: socket.socket) -> tuple[socket.socket, Peer]:
@@ -160,7 +180,7 @@ class Worker:
         listeners: Sequence[Listening],
         log: Log,
         contexts: Contexts | None = None,
-        handler: Handler | None = None,
+        handler: ConnectionHandler | None = None,
         *,
         server_logs: Mapping[int, ServerLog] | None = None,
     ) -> None:
@@ -185,7 +205,7 @@ class Worker:
             if index in self.server_logs
         }
         # The mail session is the handler; tests of the process alone may pass another.
-        self.handler = handler or SessionFactory(
+        self.handler: ConnectionHandler = handler or SessionFactory(
             config, log, self.contexts, server_logs=self.server_logs
         )
         self.loop = Loop(on_error=self._callback_failed)
@@ -208,8 +228,7 @@ class Worker:
         self._set_rlimit_nofile()
         worker_metrics.process_started()
         batching.defer_writes()  # flushed from run(), see batching.flush_due
-        if isinstance(self.handler, SessionFactory):
-            self.handler.open_logs()  # as root, before the user drop, like nginx's log files
+        self.handler.open_logs()  # as root, before the user drop, like nginx's log files
         if single:
             return
         self._drop_privileges()
@@ -294,8 +313,7 @@ class Worker:
                 for server_log in {id(log): log for log in self.server_logs.values()}.values():
                     for failure in server_log.reopen(report=False):
                         self.log.alert(failure)
-                if isinstance(self.handler, SessionFactory):
-                    self.handler.reopen()
+                self.handler.reopen()
 
     def _finished(self) -> bool:
         return self.terminating or (self.quitting and not self.loop.connections)

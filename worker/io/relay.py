@@ -76,8 +76,8 @@ class Relay:
         self.backend = _Side(self, "upstream", to_client_limit)
         self.client.stream, self.client.peer = client, self.backend
         self.backend.stream, self.backend.peer = backend, self.client
-        client.handler = self.client
-        backend.handler = self.backend
+        client.set_handler(self.client)
+        backend.set_handler(self.backend)
         self._last_activity = time.monotonic()
         self._timer: Timer | None = loop.call_later(idle_timeout, self._check_idle)
 

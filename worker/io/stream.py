@@ -231,6 +231,12 @@ class Stream:
         if self._ssl is not None and not self._handshaking and self._tls_buffered():
             self.loop.call_later(0, self._read)
 
+    def set_handler(self, handler: StreamHandler) -> None:
+        """Send this stream's events to ``handler`` from now on: the relay takes over both
+        streams after the login. A closed stream stays detached: its owner hears nothing more."""
+        if not self.closed:
+            self.handler = handler
+
     def close(self) -> None:
         """Close now, without blocking. A TLS session stays resumable (see below)."""
         if self.closed:
