@@ -13,18 +13,17 @@ import selectors
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from mailgate.config import model
-from mailgate.master import environment, files, generation, signals, upgrade
+from mailgate.master import children, environment, files, generation, signals, upgrade
 from mailgate.master import listeners as listeners_mod
+from mailgate.master.children import Backoff, FastStop, WorkerRecord
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, LogOpenError, os_error
-from mailgate.master.metrics import MetricsError
 from mailgate.master.metrics import events as metric_events
-from mailgate.master.metrics.directory import ENV, mark_dead
+from mailgate.master.metrics.directory import mark_dead
 from mailgate.master.metrics.supervisor import MetricsServer
 from mailgate.master.pidfile import PidFile
 from mailgate.worker.io.loop import drain
@@ -39,13 +38,6 @@ from mailgate.worker.process import (
 if TYPE_CHECKING:  # annotations only: cli builds the contexts after the libssl check
     from mailgate.worker.tls.context import Contexts
 
-FAST_STOP_FIRST_DELAY = 0.05  # nginx re-sends TERM after 50 ms, doubling ...
-FAST_STOP_KILL_AFTER = 1.0  # ... and sends SIGKILL once the delay passes 1 s
-# A worker that exits by itself (not on a signal) sooner than this after its fork failed to
-# boot: it is respawned with a back-off. Any other death is respawned at once, as nginx does.
-QUICK_DEATH = 1.0
-RESPAWN_FIRST_DELAY = 0.1
-RESPAWN_MAX_DELAY = 10.0
 IDLE_WAIT = 1.0
 
 
@@ -55,16 +47,6 @@ class ReloadError(Exception):
 
 # Builds the next generation (parse, validate, TLS contexts) or raises ReloadError.
 Reloader = Callable[[], tuple[model.Config, "Contexts"]]
-
-
-@dataclass(slots=True)
-class WorkerRecord:
-    """What the master knows about one child."""
-
-    pid: int
-    generation: int
-    started: float
-    exiting: bool = False  # told to QUIT (reload, WINCH, shutdown): not respawned
 
 
 class Arbiter:
@@ -107,10 +89,9 @@ class Arbiter:
         self._selector = selectors.DefaultSelector()
         self._wakeup_r = -1
         self._wakeup_w = -1
-        self.respawn_delay = 0.0
+        self.backoff = Backoff()
         self._respawn_at = 0.0
-        self._kill_delay = FAST_STOP_FIRST_DELAY
-        self._kill_at = 0.0
+        self._fast_stop = FastStop()
 
     @property
     def config(self) -> model.Config:
@@ -177,7 +158,7 @@ class Arbiter:
         now = time.monotonic()
         deadlines = [now + IDLE_WAIT]
         if self.terminating:
-            deadlines.append(self._kill_at)
+            deadlines.append(self._fast_stop.due)
         if self._respawn_at > now:
             deadlines.append(self._respawn_at)
         return max(0.0, min(deadlines) - now)
@@ -259,13 +240,8 @@ class Arbiter:
         self.log.adopt(new_log)
         for warning in config.warnings:
             self.log.warn(warning)
-        try:
-            if config.main.metrics_listen is not None and ENV not in os.environ:
-                # Every process already counts in memory (prometheus_client chose at import).
-                raise MetricsError("metrics_listen was off at start, a restart turns it on")
-            self.metrics.configure(config.main.metrics_listen)
-        except MetricsError as err:
-            self.log.alert(f"{err}, the metrics endpoint is unchanged")
+        if (alert := self.metrics.reconfigure(config.main.metrics_listen)) is not None:
+            self.log.alert(alert)
         metric_events.reload_done(True)
         generation.retire(self.current, new)
         self.current = new
@@ -449,36 +425,17 @@ class Arbiter:
             self.log.notice("start worker processes")
 
     def _log_exit(self, pid: int, status: int, name: str) -> None:
-        if os.WIFSIGNALED(status):
-            core = " (core dumped)" if os.WCOREDUMP(status) else ""
-            self.log.alert(f"{name} {pid} exited on signal {os.WTERMSIG(status)}{core}")
-        else:
-            self.log.notice(f"{name} {pid} exited with code {os.WEXITSTATUS(status)}")
+        alert, message = children.exit_line(name, pid, status)
+        (self.log.alert if alert else self.log.notice)(message)
 
     def _plan_respawn(self, record: WorkerRecord, status: int) -> None:
-        """Respawn at once, or back off if the worker looks unable to boot.
-
-        A worker killed by a signal (an OOM kill, an admin's ``kill -9``, a crash) is replaced
-        at once, however young: backing off would leave the listeners with no worker while
-        clients wait in the backlog. Only a worker that exited by itself right after its fork
-        failed in its own start-up, and would fail again: that one is delayed, doubling.
-        """
+        """Respawn at once, or after the back-off if the worker looks unable to boot."""
         metric_events.worker_restarted()
         now = time.monotonic()
-        if os.WIFSIGNALED(status):
-            return
-        if now - record.started >= QUICK_DEATH:
-            self.respawn_delay = 0.0
-            return
-        # A worker that dies at once will die again: back off instead of fork-looping.
-        self.respawn_delay = min(
-            max(self.respawn_delay * 2, RESPAWN_FIRST_DELAY), RESPAWN_MAX_DELAY
-        )
-        self._respawn_at = now + self.respawn_delay
-        self.log.alert(
-            f"worker process {record.pid} exited with code {os.WEXITSTATUS(status)} within "
-            f"{QUICK_DEATH:g}s of its start, respawning in {self.respawn_delay:g}s"
-        )
+        alert = self.backoff.after_exit(record, status, now)
+        if alert is not None:
+            self._respawn_at = now + self.backoff.delay
+            self.log.alert(alert)
 
     def _signal_workers(self, signo: signal.Signals) -> None:
         for record in self.workers.values():
@@ -503,24 +460,12 @@ class Arbiter:
     # -- pid file, listeners, old master -------------------------------------------------
 
     def _take_pid_file_back(self) -> None:
-        if self.pidfile is None or self.pidfile.current == self.pidfile.path:
-            return
-        try:
-            self.pidfile.move_back()
-        except OSError as err:
-            self.log.alert(
-                f'rename() "{self.pidfile.oldbin}" back to "{self.pidfile.path}" failed '
-                f"({os_error(err)})"
-            )
+        if self.pidfile is not None and (error := self.pidfile.take_back()) is not None:
+            self.log.alert(error)
 
     def _follow_pid_path(self, path: str | None) -> None:
-        # A reload that names another pid file moves it, as nginx does.
-        if self.pidfile is None or path is None or path == self.pidfile.path:
-            return
-        try:
-            self.pidfile.move_to(path, os.getpid())
-        except OSError as err:
-            self.log.alert(f'open() "{path}" failed ({os_error(err)})')
+        if self.pidfile is not None and (error := self.pidfile.follow(path, os.getpid())):
+            self.log.alert(error)
 
     def _close_listeners(self) -> None:
         # During an upgrade the other master still accepts on our unix sockets: keep the files.
@@ -539,16 +484,11 @@ class Arbiter:
         if self.terminating:
             return
         self.terminating = True
-        self._kill_delay = FAST_STOP_FIRST_DELAY
-        self._kill_at = time.monotonic() + self._kill_delay
-        self._signal_workers(signal.SIGTERM)
+        self._signal_workers(self._fast_stop.begin(time.monotonic()))
 
     def _press_fast_stop(self) -> None:
-        if not self.terminating or not self.workers or time.monotonic() < self._kill_at:
+        if not self.terminating or not self.workers:
             return
-        self._kill_delay *= 2
-        self._kill_at = time.monotonic() + self._kill_delay
-        if self._kill_delay > FAST_STOP_KILL_AFTER:
-            self._signal_workers(signal.SIGKILL)
-        else:
-            self._signal_workers(signal.SIGTERM)
+        signo = self._fast_stop.press(time.monotonic())
+        if signo is not None:
+            self._signal_workers(signo)

@@ -82,6 +82,27 @@ class PidFile:
         if old != path:
             remove(old)
 
+    def take_back(self) -> str | None:
+        """The new binary exited: hold ``path`` again. Returns the error to log, if any."""
+        if self.current == self.path:
+            return None
+        try:
+            self.move_back()
+        except OSError as err:
+            return f'rename() "{self.oldbin}" back to "{self.path}" failed ({os_error(err)})'
+        return None
+
+    def follow(self, path: str | None, pid: int) -> str | None:
+        """A reload that names another pid file moves it, as nginx does. Returns the error
+        to log, if any."""
+        if path is None or path == self.path:
+            return None
+        try:
+            self.move_to(path, pid)
+        except OSError as err:
+            return f'open() "{path}" failed ({os_error(err)})'
+        return None
+
     def remove(self) -> None:
         """Delete the file this master holds now (``path``, or ``path.oldbin`` mid-upgrade)."""
         remove(self.current)

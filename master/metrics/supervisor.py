@@ -18,7 +18,8 @@ import time
 from typing import Protocol
 
 from mailgate.config import model
-from mailgate.master.metrics.directory import mark_dead
+from mailgate.master.metrics import MetricsError
+from mailgate.master.metrics.directory import ENV, mark_dead
 from mailgate.master.metrics.endpoint import CHILD_FD, bind
 
 QUICK_DEATH = 1.0  # a metrics process dying sooner than this is not respawned
@@ -59,6 +60,19 @@ class MetricsServer:
         self.pid = 0
         self.active = False  # start() was called: keep a process running
         self._spawned_at = 0.0
+
+    def reconfigure(self, listen: model.MetricsListen | None) -> str | None:
+        """A reload's ``metrics_listen``; returns the alert to log when it cannot apply.
+
+        Turning metrics on needs a restart: every process already counts in memory, as
+        prometheus_client chose at import without ``PROMETHEUS_MULTIPROC_DIR``."""
+        try:
+            if listen is not None and ENV not in os.environ:
+                raise MetricsError("metrics_listen was off at start, a restart turns it on")
+            self.configure(listen)
+        except MetricsError as err:
+            return f"{err}, the metrics endpoint is unchanged"
+        return None
 
     def configure(self, listen: model.MetricsListen | None) -> None:
         """Take ``metrics_listen`` (at start and on every reload).

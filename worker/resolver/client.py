@@ -60,11 +60,9 @@ How the lookups run, as nginx's ``ngx_resolver.c`` does unless noted:
 from __future__ import annotations
 
 import ipaddress
-import selectors
-import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import count
 
 import dns.name
@@ -72,7 +70,8 @@ import dns.name
 from mailgate.config.model import ServerConfig
 from mailgate.worker.io.loop import Loop, Timer
 from mailgate.worker.resolver import wire
-from mailgate.worker.resolver.wire import Answer, Query, RdataType
+from mailgate.worker.resolver.exchange import Exchange, Server
+from mailgate.worker.resolver.wire import Answer, RdataType
 
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"
@@ -81,7 +80,6 @@ TIMEDOUT = 110  # NGX_RESOLVE_TIMEDOUT is NGX_ETIMEDOUT, errno ETIMEDOUT on Linu
 RESEND_INTERVAL = 5.0  # nginx's r->resend_timeout
 MAX_CNAME_HOPS = 8
 CACHE_SIZE = 4096
-_RECV_SIZE = 65535
 
 _ERRORS = {
     1: "Format error",
@@ -101,29 +99,6 @@ StepDone = Callable[[Answer], None]
 def strerror(code: int) -> str:
     """``ngx_resolver_strerror``."""
     return _ERRORS.get(code, "Unknown error")
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """A DNS server as ``ServerConfig.resolver`` names it: ``127.0.0.1:53``, ``[::1]:53``."""
-
-    family: socket.AddressFamily
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Server:
-        host, port = text, 53
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            if rest:
-                port = int(rest.removeprefix(":"))
-        elif text.count(":") == 1:
-            host, _, port_text = text.partition(":")
-            port = int(port_text)
-        address = ipaddress.ip_address(host)
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        return cls(family, str(address), port)
 
 
 class _Cache:
@@ -341,7 +316,7 @@ class _Step:
         self._cname_ttls: list[int] = []
         self._answers: list[Answer | None] = []
         self._arrived: list[Answer] = []
-        self._exchanges: list[_Exchange] = []
+        self._exchanges: list[Exchange] = []
         self._ask(qname)
 
     def close(self) -> None:
@@ -356,11 +331,13 @@ class _Step:
         self._answers = [None] * len(self._rdtypes)
         self._arrived = []
         self._exchanges = [
-            _Exchange(
-                self._resolver,
+            Exchange(
+                self._resolver.loop,
+                self._resolver.servers,
+                self._resolver.next_server(),
                 wire.make_query(qname, rdtype),
-                self._interval,
-                self._collector(index),
+                interval=self._interval,
+                on_answer=self._collector(index),
             )
             for index, rdtype in enumerate(self._rdtypes)
         ]
@@ -413,100 +390,3 @@ def _settle(arrived: list[Answer]) -> Answer | None:
     if last.cname is not None:
         return last
     return Answer(wire.NXDOMAIN)
-
-
-class _Exchange:
-    """One query sent until a reply matches: failover, retransmission, late replies.
-
-    Each server gets one connected UDP socket for the whole query (a fresh random source port,
-    and the kernel drops datagrams from any other address); a resend to the same server goes
-    out on it again, so a slow server's reply to an earlier send still ends the query. A query
-    thus holds at most one descriptor per server, and ``close`` (the end of its step) frees them.
-    """
-
-    def __init__(
-        self, resolver: Resolver, query: Query, interval: float, on_answer: StepDone
-    ) -> None:
-        self._loop = resolver.loop
-        self._servers = resolver.servers
-        self._first = resolver.next_server()
-        self._query = query
-        self._wire = query.wire
-        self._interval = interval
-        self._on_answer: StepDone | None = on_answer
-        self._sockets: dict[int, socket.socket] = {}  # by index in ``resolver.servers``
-        self._tries = 0
-        self._timer: Timer | None = None
-        self._attempt()
-
-    def close(self) -> None:
-        self._on_answer = None
-        if self._timer is not None:
-            self._loop.cancel(self._timer)
-            self._timer = None
-        for index in list(self._sockets):
-            self._drop(index)
-
-    def _attempt(self) -> None:
-        index = (self._first + self._tries) % len(self._servers)
-        self._tries += 1
-        self._timer = self._loop.call_later(self._interval, self._attempt)
-        sock = self._sockets.get(index)
-        if sock is None:
-            try:
-                sock = _connected_socket(self._servers[index])
-            except OSError:  # no route, no file descriptor left...
-                self._fail_over()
-                return
-            self._sockets[index] = sock
-            self._loop.selector.register(
-                sock, selectors.EVENT_READ, lambda _mask: self._on_readable(index)
-            )
-        try:
-            sock.send(self._wire)
-        except OSError:
-            self._drop(index)
-            self._fail_over()
-
-    def _fail_over(self) -> None:
-        """Try the next server now, but only in the first round: a list of servers that are
-        all down then waits for the resend timer instead of spinning."""
-        if self._tries < len(self._servers) and self._on_answer is not None:
-            if self._timer is not None:
-                self._loop.cancel(self._timer)
-            self._attempt()
-
-    def _on_readable(self, index: int) -> None:
-        sock = self._sockets.get(index)
-        if sock is None:  # closed by an earlier callback of the same loop turn
-            return
-        while self._on_answer is not None:
-            try:
-                datagram = sock.recv(_RECV_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:  # ICMP port unreachable, reported on the connected socket
-                self._drop(index)
-                self._fail_over()
-                return
-            answer = wire.parse_reply(self._query, datagram)
-            if answer is not None:
-                on_answer = self._on_answer
-                self.close()
-                on_answer(answer)
-
-    def _drop(self, index: int) -> None:
-        sock = self._sockets.pop(index)
-        self._loop.selector.unregister(sock)
-        sock.close()
-
-
-def _connected_socket(server: Server) -> socket.socket:
-    sock = socket.socket(server.family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect((server.host, server.port))  # UDP: no handshake, it never blocks
-    except OSError:
-        sock.close()
-        raise
-    return sock

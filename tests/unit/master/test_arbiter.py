@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from mailgate.config import model
-from mailgate.master.arbiter import Arbiter, ReloadError, WorkerRecord
+from mailgate.master.arbiter import Arbiter, ReloadError
+from mailgate.master.children import WorkerRecord
 from mailgate.master.generation import Generation
 from mailgate.master.log import ErrorLog, Level
 from mailgate.master.pidfile import PidFile
@@ -41,7 +42,7 @@ def test_quick_deaths_double_the_respawn_delay() -> None:
     for _ in range(3):
         exited_child(1, arbiter)
         arbiter.reap_workers()
-        delays.append(arbiter.respawn_delay)
+        delays.append(arbiter.backoff.delay)
     assert delays == [0.1, 0.2, 0.4]
     assert arbiter.workers == {}
 
@@ -52,7 +53,7 @@ def test_a_worker_that_lived_resets_the_delay() -> None:
     arbiter.reap_workers()
     exited_child(0, arbiter, age=5.0)
     arbiter.reap_workers()
-    assert arbiter.respawn_delay == 0.0
+    assert arbiter.backoff.delay == 0.0
 
 
 def test_a_young_worker_killed_by_a_signal_is_respawned_without_back_off() -> None:
@@ -64,7 +65,7 @@ def test_a_young_worker_killed_by_a_signal_is_respawned_without_back_off() -> No
         arbiter.workers[pid] = WorkerRecord(pid, arbiter.generation, time.monotonic())
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         arbiter.reap_workers()
-    assert (arbiter.respawn_delay, arbiter._respawn_at) == (0.0, 0.0)
+    assert (arbiter.backoff.delay, arbiter._respawn_at) == (0.0, 0.0)
 
 
 def test_boot_error_stops_the_master() -> None:
