@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.servers import nginx
+from tests.servers.ports import free_ports
 from tests.support.clients import LineClient
 from tests.support.master import START_TIMEOUT, Master, master_ready, spawn_master
-from tests.support.processes import children, free_port, wait_until
+from tests.support.processes import children, wait_until
 
 IMPLEMENTATIONS = ("nginx", "mailgate")
 PLACEHOLDER = re.compile(r"%%(\w+)%%")
@@ -73,15 +74,20 @@ def render_config(
     workers: int = DEFAULT_WORKERS,
     connections: int = DEFAULT_CONNECTIONS,
 ) -> tuple[str, dict[str, int]]:
-    """Fill ``%%NAME%%`` placeholders; each unknown ``%%PORT_x%%`` gets a free port."""
-    ports: dict[str, int] = {}
+    """Fill ``%%NAME%%`` placeholders; each unknown ``%%PORT_x%%`` gets a free port.
+
+    The ports are picked together (``free_ports``): one at a time, the kernel may hand out a
+    port it just gave, and nginx then refuses a duplicate listen address."""
+    names = [n for n in dict.fromkeys(PLACEHOLDER.findall(template)) if n not in values]
+    wanted = [n.removeprefix("PORT_") for n in names if n.startswith("PORT_")]
+    ports = dict(zip(wanted, free_ports(len(wanted)), strict=True))
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in values:
             return str(values[name])
         if name.startswith("PORT_"):
-            return str(ports.setdefault(name.removeprefix("PORT_"), free_port()))
+            return str(ports[name.removeprefix("PORT_")])
         raise KeyError(f"unknown placeholder %%{name}%% in a gateway config")
 
     body = PLACEHOLDER.sub(fill, template)

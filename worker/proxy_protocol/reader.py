@@ -2,15 +2,17 @@
 
 nginx peeks at the header and consumes exactly its bytes, so what follows (a TLS ClientHello,
 a command) stays in the socket for the session. :class:`HeaderReader` does the same, one
-readiness event at a time; the caller owns the socket's registration and the deadline.
+readiness event at a time; :class:`HeaderWatch` runs it on the loop until it has an outcome.
+The caller owns the deadline.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailgate.config.model import IPNetwork
 from mailgate.worker.proxy_protocol import codec
@@ -71,6 +73,45 @@ class HeaderReader:
         self.sock.recv(result.length - len(self._seen))  # exactly the rest of the header
         self._seen = bytearray()
         return result
+
+
+class Selector(Protocol):
+    """The part of the worker's poller a watch uses."""
+
+    def register(self, sock: socket.socket, mask: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(mask)`` when ``sock`` is ready."""
+
+    def unregister(self, sock: socket.socket) -> None:
+        """Stop watching ``sock``."""
+
+
+class HeaderWatch:
+    """Reads the header as its bytes arrive, then reports once: ``on_done`` gets the header
+    or :class:`Failed`. :meth:`stop` before that (the session closes) reports nothing."""
+
+    def __init__(
+        self,
+        selector: Selector,
+        sock: socket.socket,
+        on_done: Callable[[codec.ProxyHeader | Failed], None],
+    ) -> None:
+        self._selector = selector
+        self._reader = HeaderReader(sock)
+        self._on_done: Callable[[codec.ProxyHeader | Failed], None] | None = on_done
+        selector.register(sock, 1, self._ready)  # 1: EVENT_READ
+
+    def stop(self) -> None:
+        if self._on_done is not None:
+            self._on_done = None
+            self._selector.unregister(self._reader.sock)
+
+    def _ready(self, _mask: int) -> None:
+        result = self._reader.read()
+        on_done = self._on_done
+        if result is NEED_DATA or on_done is None:
+            return
+        self.stop()
+        on_done(result)
 
 
 def trusted(peer: str, set_real_ip_from: Collection[IPNetwork | str]) -> bool:

@@ -57,6 +57,8 @@ class SessionFactory:
             for index, server in enumerate(config.servers)
             if index in own
         }
+        # Worked out once per server: every session asks.
+        self._client_buffers = {id(server): _client_buffer(server) for server in config.servers}
         self.access_logs = AccessLogs(config.servers, log)
         # Bound here, before fork, so every worker starts with its listeners' series at 0.
         self._metrics: dict[int, worker_metrics.ListenerMetrics] = {}
@@ -78,12 +80,7 @@ class SessionFactory:
 
     def client_buffer(self, server: model.ServerConfig) -> int:
         """How many bytes of the client's a session holds: its command buffer."""
-        sizes = {
-            model.Protocol.IMAP: server.imap_client_buffer,
-            model.Protocol.POP3: POP3_CLIENT_BUFFER,
-            model.Protocol.SMTP: server.smtp_client_buffer,
-        }
-        return sizes[server.protocol]
+        return self._client_buffers[id(server)]
 
     def log_for(self, server: model.ServerConfig) -> tuple[SessionLog, bool]:
         """The error log of ``server``'s sessions, and whether it takes info lines."""
@@ -133,3 +130,12 @@ def _client(sock: socket.socket, peer: Any) -> tuple[str, int]:
     if socket_family(sock) == socket.AF_UNIX:
         return "unix:", 0
     return peer[0], peer[1]
+
+
+def _client_buffer(server: model.ServerConfig) -> int:
+    sizes = {
+        model.Protocol.IMAP: server.imap_client_buffer,
+        model.Protocol.POP3: POP3_CLIENT_BUFFER,
+        model.Protocol.SMTP: server.smtp_client_buffer,
+    }
+    return sizes[server.protocol]

@@ -50,6 +50,18 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
+def begin(session: Host, resolvers: Resolvers) -> BeforeGreeting | None:
+    """Greet now; or, for SMTP, first look the client's name up and wait the greeting delay
+    (returns those steps, for the session to cancel if it closes first)."""
+    if session.server.protocol is not model.Protocol.SMTP:
+        session.action = "in auth state"  # nothing to look up or wait for
+        session.greet()
+        return None
+    steps = BeforeGreeting(session)
+    steps.start(resolvers)
+    return steps
+
+
 class BeforeGreeting:
     """The client-name lookup, then the greeting delay, then :meth:`Host.greet`."""
 

@@ -19,6 +19,13 @@ class SessionLog(Protocol):
     def info(self, message: str) -> None: ...
 
 
+class Machine(Protocol):
+    """The protocol machine, for whether TLS is on."""
+
+    @property
+    def tls(self) -> bool: ...
+
+
 class Described(Protocol):
     """What the context says about a session; read at each line, as it changes."""
 
@@ -27,7 +34,7 @@ class Described(Protocol):
     @property
     def client_addr(self) -> str: ...
     @property
-    def starttls(self) -> bool: ...
+    def machine(self) -> Machine: ...
     @property
     def listen(self) -> model.Listen: ...
     @property
@@ -51,7 +58,7 @@ class ContextLog:
         # nginx leaves the action out of the two lines a session logs between phases.
         text = f" while {about.action}" if about.action else ""
         text += f", client: {about.client_addr}"
-        if about.starttls:
+        if about.machine.tls and not about.listen.ssl:  # TLS came by STARTTLS
             text += " using starttls"
         text += f", server: {about.listen.text}"
         if about.login is not None:

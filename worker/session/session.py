@@ -40,6 +40,7 @@ from mailgate.worker.protocols import (
 )
 from mailgate.worker.proxy_protocol import codec, reader
 from mailgate.worker.sansio import log_text
+from mailgate.worker.session import greeting
 from mailgate.worker.session.accounting import Accounting
 from mailgate.worker.session.greeting import BeforeGreeting
 from mailgate.worker.session.log import ContextLog
@@ -85,30 +86,26 @@ class Session:
         self._client_buffer = factory.client_buffer(server)  # what the inbox may hold
         self._timer: Timer | None = None
         self._deadline = 0.0
-        self._header: reader.HeaderReader | None = None  # reading a PROXY header
+        self._header: reader.HeaderWatch | None = None  # reading a PROXY header
         self._blocked = False  # replies to the client are unsent: commands wait (back-pressure)
         self._client_eof = False
         self.accounting = Accounting(
             factory.listener_metrics(listen, server), client, listen, server
         )
-        self._greeting = BeforeGreeting(self)
-        self.upstream_login = UpstreamLogin(self)
+        # Made when first needed: most connections never log in, and only SMTP looks up the
+        # client's name before the greeting (a per-connection cost on the hot path).
+        self._greeting: BeforeGreeting | None = None
+        self._upstream: UpstreamLogin | None = None
         self.machine = MACHINES[server.protocol](server, tls=listen.ssl)
         loop.track(self)
         if info_enabled:
             log.info(f"*{number} client {client[0]}:{client[1]} connected to {listen.text}")
         if listen.proxy_protocol:
             self.arm_timeout(min(server.timeout, reader.HEADER_TIMEOUT))
-            self._header = reader.HeaderReader(sock)
-            self.loop.selector.register(self.sock, 1, self._proxy_header_ready)
+            self._header = reader.HeaderWatch(loop.selector, sock, self._proxy_header_read)
         else:
             self.arm_timeout(server.timeout)
             self._start_stream()
-
-    @property
-    def starttls(self) -> bool:
-        """TLS was started by STARTTLS (the log context says "using starttls")."""
-        return self.machine.tls and not self.listen.ssl
 
     def info(self, message: str) -> None:
         self._log.info(message)
@@ -142,26 +139,22 @@ class Session:
         if left > 0:
             self._timer = self.loop.call_later(left, self._check_timeout)
             return
-        if self.upstream_login.at_backend:
-            self.upstream_login.timed_out()
+        if self._upstream is not None and self._upstream.at_backend:
+            self._upstream.timed_out()
             return
         self.info("client timed out")
         self._close_because(CloseReason.TIMEOUT)
 
     # -- PROXY protocol header (read before anything else, with MSG_PEEK as nginx) -----------
 
-    def _proxy_header_ready(self, _mask: int = 0) -> None:
-        assert self._header is not None
-        result = self._header.read()
-        if result is NEED_DATA:
-            return
+    def _proxy_header_read(self, result: codec.ProxyHeader | reader.Failed) -> None:
+        self._header = None
         if isinstance(result, reader.Failed):
             if result.log_message:
                 (self.error if result.broken else self.info)(result.log_message)
             broken = result.broken
             self._close_because(CloseReason.PROXY_PROTOCOL if broken else CloseReason.CLIENT_CLOSED)
             return
-        self._stop_header()
         self.proxy = result.info
         peer = (self.client_addr, self.client_port)
         address, note = reader.client_address(result.info, peer, self.server.set_real_ip_from)
@@ -170,11 +163,6 @@ class Session:
         self.client_addr, self.client_port = address
         self.arm_timeout(self.server.timeout)
         self._start_stream()
-
-    def _stop_header(self) -> None:
-        if self._header is not None:
-            self.loop.selector.unregister(self.sock)
-            self._header = None
 
     # -- client stream ------------------------------------------------------------------------
 
@@ -186,10 +174,10 @@ class Session:
             self.action = "SSL handshaking"
             self._start_tls(self.stream)
         else:
-            self._greeting.start(self.factory.resolver)
+            self._greeting = greeting.begin(self, self.factory.resolver)
 
     def data_received(self, data: bytes) -> None:
-        if self.upstream_login.credentials is not None and self.relay is None:
+        if self._logging_in:
             # While the auth server or the backend is asked, the client is still read, so that
             # one that leaves ends the session; what it sends is held (up to its command
             # buffer) for the backend or the next attempt, and reading stops when that is full.
@@ -207,7 +195,7 @@ class Session:
     def eof_received(self) -> None:
         self._client_eof = True
         self.machine.receive_data(b"")
-        if self.upstream_login.credentials is not None and self.relay is None:
+        if self._logging_in:
             self.info("client prematurely closed connection")
             self._close_because(CloseReason.CLIENT_CLOSED)
             return
@@ -238,7 +226,20 @@ class Session:
             self.action = "in auth state"
             self.pump()
             return
-        self._greeting.start(self.factory.resolver)
+        self._greeting = greeting.begin(self, self.factory.resolver)
+
+    @property
+    def upstream_login(self) -> UpstreamLogin:
+        """The auth and backend-login steps, made on the first login."""
+        if self._upstream is None:
+            self._upstream = UpstreamLogin(self)
+        return self._upstream
+
+    @property
+    def _logging_in(self) -> bool:
+        """The auth server or the backend is being asked (credentials given, no relay yet)."""
+        upstream = self._upstream
+        return upstream is not None and upstream.credentials is not None and self.relay is None
 
     def write_drained(self) -> None:
         if self._blocked:
@@ -308,12 +309,8 @@ class Session:
                 return
 
     def _set_reading(self, on: bool) -> None:
-        if self.stream is None:
-            return
-        if on:
-            self.stream.resume_reading()
-        else:
-            self.stream.pause_reading()
+        if self.stream is not None:
+            (self.stream.resume_reading if on else self.stream.pause_reading)()
 
     def _start_tls(self, stream: Stream) -> None:
         ctx = self.factory.context(self.server)
@@ -375,11 +372,14 @@ class Session:
         self.closed = True
         self.accounting.because(CloseReason.SHUTDOWN)  # nothing said why: closed from outside
         self._disarm_timeout()
-        self._greeting.cancel()
+        if self._greeting is not None:
+            self._greeting.cancel()
         if self.relay is not None and not self.relay.done:
             self.relay.finish("shutdown")
-        self._stop_header()
-        self.upstream_login.release()
+        if self._header is not None:
+            self._header.stop()
+        if self._upstream is not None:
+            self._upstream.release()
         if self.stream is None:
             self.sock.close()
         elif not self.stream.closed:
@@ -390,7 +390,7 @@ class Session:
             else:
                 self.stream.close()
         self.loop.untrack(self)
-        relayed = self.upstream_login.backend if self.relay is not None else None
+        relayed = self._upstream.backend if self._upstream and self.relay is not None else None
         client = (self.client_addr, self.client_port)
         logs = self.factory.access_logs
         self.accounting.closed(logs, client, self.upstream, self.stream, relayed)
