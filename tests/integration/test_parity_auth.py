@@ -102,5 +102,6 @@ def test_auth_answer_larger_than_the_buffer_closes_both_sides_without_a_log_line
         client.line()
         assert client.ask(b"a LOGIN alice alice-pw") == b"* BAD internal server error\r\n"
         assert client.at_eof()
-    assert wait_until(lambda: open_fds(worker) == baseline), "the auth connection stayed open"
+    # At most: sockets of the module's earlier sessions may still be closing at the baseline.
+    assert wait_until(lambda: open_fds(worker) <= baseline), "the auth connection stayed open"
     assert "[error]" not in gateway.log_text()[logged:]
