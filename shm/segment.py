@@ -135,13 +135,9 @@ def _open_own(
     name: str, size: int, replaced: list[str]
 ) -> tuple[posix_ipc.SharedMemory, bool] | None:
     """``(shm, created)`` for our segment ``name``; None after removing another's."""
-    try:
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=MODE, size=size)
-    except posix_ipc.ExistentialError:
-        pass
-    else:
-        os.fchmod(shm.fd, MODE)  # whatever the umask left of it
-        return shm, True
+    created = _create(name, size)
+    if created is not None:
+        return created, True
     try:
         shm = posix_ipc.SharedMemory(name)
     except posix_ipc.ExistentialError:
@@ -161,12 +157,22 @@ def _open_own(
     return shm, False
 
 
+def _create(name: str, size: int) -> posix_ipc.SharedMemory | None:
+    """A new segment ``name``, mode 0600; None when the name exists already."""
+    try:
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=MODE, size=size)
+    except posix_ipc.ExistentialError:
+        return None
+    os.fchmod(shm.fd, MODE)  # whatever the umask left of it
+    return shm
+
+
 def _remove(name: str, why: str, replaced: list[str]) -> None:
     replaced.append(why)
     try:
         os.unlink(SHM_DIR + name)
     except FileNotFoundError:
-        pass
+        return  # removed by someone else meanwhile: the name is free either way
     except OSError as err:  # not root: /dev/shm is sticky
         raise SegmentError(f'"{name}" is {why} and cannot be removed ({err.strerror})') from err
 
