@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import children
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -45,21 +47,6 @@ def kill_all() -> None:
     """Stop every registered process, newest first (servers after their clients)."""
     for proc in reversed(list(_started)):
         stop(proc, timeout=3.0)
-
-
-def children(pid: int) -> list[int]:
-    """Live children of ``pid`` (zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 def cpu_seconds(pid: int) -> float:
