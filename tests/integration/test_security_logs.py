@@ -12,12 +12,12 @@ mailgate only: nginx writes these bytes raw (its mail log context prints the log
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
 from tests.servers.auth_http import Answer, AuthServer
-from tests.servers.syslog import SyslogReceiver, running_receiver
+from tests.servers.syslog import SyslogReceiver
 from tests.support.clients import LineClient
 from tests.support.gateway import Gateway
 from tests.support.processes import wait_until
@@ -46,12 +46,6 @@ IMAP_GREETING = b"* OK IMAP4 ready\r\n"
 # Clears the screen and turns the text red in the terminal of whoever reads the log.
 ESC = b"\x1b[2J\x1b[31m"
 ESC_SHOWN = "\\x1b[2J\\x1b[31m"
-
-
-@pytest.fixture(scope="module")
-def syslog() -> Iterator[SyslogReceiver]:
-    with running_receiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module")

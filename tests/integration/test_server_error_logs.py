@@ -20,7 +20,7 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ import pytest
 from tests.servers.auth_http import AuthServer
 from tests.servers.files import NOBODY_UID, reachable_dir
 from tests.servers.ports import LOOPBACK
-from tests.servers.syslog import SyslogReceiver, running_receiver
+from tests.servers.syslog import SyslogReceiver
 from tests.support.accounts import USERS
 from tests.support.config import mail_block
 from tests.support.gateway import IMPLEMENTATIONS, Gateway, running_gateway
@@ -74,12 +74,6 @@ def syslog_lines(receiver: SyslogReceiver) -> list[str]:
         assert line is not None, datagram
         found.append(line.group(1))
     return found
-
-
-@pytest.fixture(scope="module")
-def syslog() -> Iterator[SyslogReceiver]:
-    with running_receiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module")
