@@ -577,14 +577,19 @@ def gateway_master(
 
 def settled(scrape: Callable[[], str]) -> Families:
     """A scrape taken once every accepted session has been counted as closed (the fixture's
-    readiness probes included)."""
+    readiness probes included), and that the next scrape repeats: a scrape reads each
+    process's counter and histogram files one after the other, so one taken during a worker's
+    flush can see a session's close without its handshake time."""
     fam: Families = {}
+    previous: Families | None = None
 
     def done() -> bool:
-        nonlocal fam
+        nonlocal fam, previous
         fam = parse(scrape())
         accepted = total(fam, "mailgate_connections_accepted_total")
-        return accepted > 0 and total(fam, "mailgate_sessions_total") == accepted
+        closed = accepted > 0 and total(fam, "mailgate_sessions_total") == accepted
+        stable, previous = fam == previous, fam
+        return closed and stable
 
     assert wait_until(done, 10), fam.get("mailgate_sessions")
     return fam
